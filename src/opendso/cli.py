@@ -1,0 +1,452 @@
+"""The ``opendso`` command.
+
+Grid sources are named as everywhere in OpenDSO: ``simbench:<code>``, ``pandapower:<file.json>``,
+``opendss:<master.dss>``, ``pgm:<file.json>`` or ``demo``. Results go to stdout (``--json`` for
+one JSON object), progress and errors to stderr. Bad input exits with status 2 and one message
+naming the file, element and field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from opendso import __version__
+from opendso.errors import InputError, OpenDSOError
+
+
+def _emit_json(payload: Any) -> None:
+    json.dump(payload, sys.stdout, allow_nan=False, default=_json_default)
+    sys.stdout.write("\n")
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+@contextmanager
+def _progress(enabled: bool, description: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr (nothing when disabled or stderr is not a terminal)."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _load(source: str, *, validate: bool = True, symmetric: bool = True) -> Any:
+    from opendso.grid.sources import load_grid
+    from opendso.grid.validation import assert_valid
+
+    grid = load_grid(source)
+    if validate:
+        assert_valid(grid, symmetric=symmetric)
+    return grid
+
+
+# -- grid ----------------------------------------------------------------------------------------
+def cmd_grid_info(args: argparse.Namespace) -> int:
+    """Print what a grid holds."""
+    import numpy as np
+
+    from opendso.grid.sources import load_grid
+
+    grid = load_grid(args.grid)
+    u_rated = grid.component("node")["u_rated"]
+    info: dict[str, Any] = {
+        "grid": grid.name,
+        "elements": grid.summary(),
+        "voltage_levels_kv": sorted({round(float(u) / 1e3, 3) for u in np.unique(u_rated)}),
+        "coordinates": int(np.isfinite(grid.node_xy).all(axis=1).sum()) if grid.node_xy.size else 0,
+        "open_switches": int((grid.switches["closed"] == 0).sum()) if grid.switches.size else 0,
+        "profile_steps": grid.profiles.steps if grid.profiles is not None else 0,
+    }
+    if grid.profiles is not None and grid.profiles.steps:
+        info["profile_start"] = str(np.datetime_as_string(grid.profiles.time[0], unit="s")) + "Z"
+        info["profile_end"] = str(np.datetime_as_string(grid.profiles.time[-1], unit="s")) + "Z"
+    if args.json:
+        _emit_json(info)
+        return 0
+    print(f"grid {info['grid']}")
+    for key, count in info["elements"].items():
+        print(f"  {key:28s} {count:>8d}")
+    print(f"  voltage levels (kV)          {', '.join(str(v) for v in info['voltage_levels_kv'])}")
+    print(f"  nodes with coordinates       {info['coordinates']:>8d}")
+    print(f"  open switches                {info['open_switches']:>8d}")
+    print(f"  profile steps                {info['profile_steps']:>8d}")
+    return 0
+
+
+def cmd_grid_validate(args: argparse.Namespace) -> int:
+    """Validate a grid; exit 2 listing every finding when it is not valid."""
+    from opendso.grid.sources import load_grid
+    from opendso.grid.validation import validate_grid
+
+    grid = load_grid(args.grid)
+    findings = validate_grid(grid, symmetric=not args.asym)
+    if args.json:
+        _emit_json(
+            {
+                "grid": grid.name,
+                "valid": not findings,
+                "findings": [
+                    {
+                        "component": f.component,
+                        "field": f.field,
+                        "ids": list(f.ids),
+                        "names": list(f.names),
+                        "message": f.message,
+                    }
+                    for f in findings
+                ],
+            }
+        )
+    elif findings:
+        for finding in findings:
+            print(f"{grid.name}: {finding}", file=sys.stderr)
+    else:
+        print(f"{grid.name}: valid ({sum(grid.summary().values())} elements)")
+    return 2 if findings else 0
+
+
+def cmd_grid_export(args: argparse.Namespace) -> int:
+    """Export a grid to power-grid-model JSON or pandapower JSON."""
+    target: str = args.to
+    scheme, _, path = target.partition(":")
+    if scheme not in ("pgm", "pandapower") or not path:
+        raise InputError(f"--to {target}: expected pgm:<file.json> or pandapower:<file.json>")
+    grid = _load(args.grid)
+    if scheme == "pgm":
+        from opendso.grid.pgm_io import write_pgm_json
+
+        write_pgm_json(grid, Path(path))
+    else:
+        from opendso.grid.pandapower_export import write_pandapower_json
+
+        write_pandapower_json(grid, Path(path))
+    print(f"{grid.name}: written to {target}", file=sys.stderr)
+    return 0
+
+
+def cmd_grid_list(args: argparse.Namespace) -> int:
+    """List the SimBench codes the installed simbench package ships."""
+    from opendso.grid.sources import simbench_codes
+
+    for code in sorted(simbench_codes()):
+        print(f"simbench:{code}")
+    return 0
+
+
+# -- calculations ----------------------------------------------------------------------------------
+def cmd_powerflow(args: argparse.Namespace) -> int:
+    """Run one power flow."""
+    from opendso.calc.powerflow import run_power_flow
+
+    grid = _load(args.grid, symmetric=not args.asym)
+    result = run_power_flow(grid, symmetric=not args.asym, method=args.method, fallback_linear=args.fallback_linear)
+    if args.json:
+        _emit_json(result.to_dict())
+    else:
+        _print_powerflow(result)
+    return 0 if result.converged else 1
+
+
+def _print_powerflow(result: Any) -> None:
+    import numpy as np
+
+    data = result.to_dict()
+    status = "converged" if result.converged else f"did not converge: {result.error}"
+    if result.fallback:
+        status = f"linear fallback ({result.error})"
+    print(f"{data['grid']}: power flow {status} ({data['method']}, {'balanced' if result.symmetric else 'unbalanced'})")
+    if not data["nodes"]:
+        return
+    u = np.array([n["u_pu"] for n in data["nodes"] if n["energized"]])
+    loading = [b for b in data["branches"] if b["loading"] is not None]
+    print(f"  nodes {len(data['nodes'])}, energised {u.size}, voltage {u.min():.4f} .. {u.max():.4f} p.u.")
+    if loading:
+        worst = max(loading, key=lambda b: b["loading"])
+        print(f"  max loading {worst['loading'] * 100:.1f} % on {worst['kind']} {worst['name']}")
+
+
+def cmd_timeseries(args: argparse.Namespace) -> int:
+    """Run the grid's profiles as a time series."""
+    import numpy as np
+
+    from opendso.calc.timeseries import Limits, ParquetWriter, run_time_series
+
+    grid = _load(args.grid)
+    if grid.profiles is None:
+        raise InputError(f"{grid.name}: the grid has no time profiles")
+    start, stop = 0, grid.profiles.steps
+    if args.steps is not None:
+        if args.steps <= 0:
+            raise InputError(f"--steps {args.steps}: must be positive")
+        stop = min(args.steps, stop)
+    if args.start or args.end:
+        times = grid.profiles.time
+        if args.start:
+            start = int(np.searchsorted(times, _parse_time(args.start, "--start")))
+        if args.end:
+            stop = int(np.searchsorted(times, _parse_time(args.end, "--end")))
+        if stop <= start:
+            raise InputError(
+                f"--start {args.start} / --end {args.end}: no profile steps in that range "
+                f"({np.datetime_as_string(times[0])} .. {np.datetime_as_string(times[-1])})"
+            )
+    writer = ParquetWriter(Path(args.out), grid) if args.out else None
+    limits = Limits(u_min_pu=args.u_min, u_max_pu=args.u_max, loading_max=args.loading_max)
+    with _progress(not args.quiet, "time series") as progress:
+        result = run_time_series(
+            grid,
+            start=start,
+            stop=stop,
+            method=args.method,
+            limits=limits,
+            fallback_linear=args.fallback_linear,
+            writer=writer,
+            progress=progress,
+            threading=args.threads,
+        )
+    if args.json:
+        _emit_json(result.to_dict(with_steps=not args.no_steps))
+    else:
+        summary = result.to_dict(with_steps=False)
+        print(
+            f"{summary['grid']}: {summary['steps']} steps, {summary['converged_steps']} converged, "
+            f"{summary['failed_steps']} failed, {summary['fallback_steps']} linear fallback"
+        )
+        if summary["u_min_pu"] is not None:
+            print(
+                f"  voltage {summary['u_min_pu']:.4f} .. {summary['u_max_pu']:.4f} p.u., "
+                f"max loading {summary['max_loading'] * 100:.1f} %"
+            )
+        print(
+            f"  steps with voltage violations {summary['steps_with_voltage_violations']}, "
+            f"with overloads {summary['steps_with_overloads']}"
+        )
+        for step, reason in list(result.errors.items())[:10]:
+            print(f"  step {start + step}: {reason}", file=sys.stderr)
+        if args.out:
+            print(f"  full results in {args.out}")
+    return 0 if result.converged.all() else 1
+
+
+def _parse_time(text: str, flag: str) -> Any:
+    import numpy as np
+
+    try:
+        return np.datetime64(text.rstrip("Z"), "s")
+    except ValueError:
+        raise InputError(f"{flag} {text}: not a time (use ISO 8601, e.g. 2016-01-01T00:00)") from None
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """Run state estimation from a measurement file or from the source's placements."""
+    import numpy as np
+
+    from opendso.calc import estimation
+    from opendso.calc.powerflow import run_power_flow
+
+    grid = _load(args.grid)
+    if args.measurements:
+        measurements = estimation.read_measurements(Path(args.measurements), grid)
+    else:
+        truth = run_power_flow(grid)
+        if not truth.converged:
+            raise OpenDSOError(
+                f"{grid.name}: the power flow that feeds the simulated measurements failed: {truth.error}"
+            )
+        measurements = estimation.measurements_from_power_flow(
+            grid, truth, noise=args.noise, rng=np.random.default_rng(args.seed)
+        )
+    result = estimation.run_state_estimation(grid, measurements, method=args.method)
+    if args.json:
+        _emit_json(result.to_dict())
+    else:
+        data = result.to_dict()
+        print(
+            f"{grid.name}: state estimation {'converged' if data['converged'] else 'failed'}"
+            f" ({data.get('method')}); observable: {data.get('observable')}"
+        )
+        if data.get("error"):
+            print(f"  {data['error']}")
+        for key in ("max_normalised_residual", "suspect_sensors"):
+            if key in data:
+                print(f"  {key.replace('_', ' ')}: {data[key]}")
+    return 0 if result.converged else 1
+
+
+def cmd_shortcircuit(args: argparse.Namespace) -> int:
+    """Run short-circuit calculations (IEC 60909) at every node or the named ones."""
+    from opendso.calc.shortcircuit import run_short_circuit
+
+    grid = _load(args.grid)
+    result = run_short_circuit(grid, fault_type=args.fault_type, case=args.case, nodes=args.node or None)
+    data = result.to_dict()
+    if args.json:
+        _emit_json(data)
+    else:
+        print(f"{grid.name}: {data.get('fault_type')} short circuit, {data.get('case')} case (IEC 60909)")
+        for node in data.get("nodes", [])[: args.limit]:
+            print(f"  {node['name']:40s} Ik'' = {node['ik_ka']:.3f} kA")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start OpenDSO on its embedded defaults (for now: load the demo grid and run its first day)."""
+    from opendso.calc.powerflow import run_power_flow
+    from opendso.calc.timeseries import run_time_series
+
+    grid = _load(args.grid)
+    print(f"OpenDSO {__version__}: grid {grid.name}, {grid.count('node')} nodes")
+    _print_powerflow(run_power_flow(grid))
+    if grid.profiles is not None:
+        result = run_time_series(grid, stop=min(96, grid.profiles.steps)).to_dict(with_steps=False)
+        print(
+            f"  first day ({result['steps']} quarter-hours): voltage {result['u_min_pu']:.4f} .. "
+            f"{result['u_max_pu']:.4f} p.u., max loading {result['max_loading'] * 100:.1f} %"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``opendso`` command."""
+    from opendso.calc.powerflow import Method
+
+    parser = argparse.ArgumentParser(prog="opendso", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"opendso {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    grid = sub.add_parser("grid", help="inspect, validate and export grids")
+    grid_sub = grid.add_subparsers(dest="grid_command", required=True, metavar="ACTION")
+    p = grid_sub.add_parser("info", help="what a grid holds")
+    p.add_argument("grid", help="grid source, e.g. simbench:1-MV-urban--0-sw, pandapower:net.json, demo")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_grid_info)
+    p = grid_sub.add_parser("validate", help="check a grid's data; exit 2 listing every problem")
+    p.add_argument("grid", help="grid source")
+    p.add_argument("--asym", action="store_true", help="validate for unbalanced calculations")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_grid_validate)
+    p = grid_sub.add_parser("export", help="write a grid as power-grid-model or pandapower JSON")
+    p.add_argument("grid", help="grid source")
+    p.add_argument("--to", required=True, help="pgm:<file.json> or pandapower:<file.json>")
+    p.set_defaults(func=cmd_grid_export)
+    p = grid_sub.add_parser("list-simbench", help="list the SimBench grid codes available")
+    p.set_defaults(func=cmd_grid_list)
+
+    methods = [m.value for m in Method]
+    p = sub.add_parser("powerflow", help="run one power flow")
+    p.add_argument("grid", help="grid source")
+    p.add_argument("--asym", action="store_true", help="unbalanced (three-phase) power flow")
+    p.add_argument("--method", choices=methods, default="newton_raphson", help="calculation method")
+    p.add_argument("--fallback-linear", action="store_true", help="re-run with the linear method if not converged")
+    p.add_argument("--json", action="store_true", help="print one JSON object (see DESIGN.md)")
+    p.set_defaults(func=cmd_powerflow)
+
+    p = sub.add_parser("timeseries", help="run the grid's profiles as a time series")
+    p.add_argument("grid", help="grid source with profiles (e.g. a SimBench grid)")
+    p.add_argument("--steps", type=int, help="number of steps from the start")
+    p.add_argument("--start", help="first time (ISO 8601, UTC)")
+    p.add_argument("--end", help="end time, exclusive (ISO 8601, UTC)")
+    p.add_argument("--method", choices=methods, default="iterative_current", help="calculation method")
+    p.add_argument("--threads", type=int, default=0, help="threads (0: all hardware threads, -1: sequential)")
+    p.add_argument("--fallback-linear", action="store_true", help="linear fallback for steps that do not converge")
+    p.add_argument("--u-min", type=float, default=0.9, help="lower voltage limit (p.u.)")
+    p.add_argument("--u-max", type=float, default=1.1, help="upper voltage limit (p.u.)")
+    p.add_argument("--loading-max", type=float, default=1.0, help="loading limit (fraction)")
+    p.add_argument("--out", help="write full node voltages and branch loadings to this Parquet file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-steps", action="store_true", help="with --json: totals only, no per-step records")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_timeseries)
+
+    p = sub.add_parser("estimate", help="state estimation")
+    p.add_argument("grid", help="grid source")
+    p.add_argument(
+        "--measurements",
+        help="measurement file (CSV or JSON); default: the source's placements "
+        "fed from a power flow with realistic noise",
+    )
+    p.add_argument("--noise", type=float, default=1.0, help="noise scale for simulated measurements (0: exact)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for simulated noise")
+    p.add_argument("--method", choices=["iterative_linear", "newton_raphson"], default="iterative_linear")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("shortcircuit", help="short-circuit currents (IEC 60909)")
+    p.add_argument("grid", help="grid source")
+    p.add_argument(
+        "--fault-type",
+        default="three_phase",
+        choices=["three_phase", "single_phase_to_ground", "phase_to_phase", "two_phase_to_ground"],
+    )
+    p.add_argument("--case", choices=["max", "min"], default="max", help="maximum or minimum currents")
+    p.add_argument("--node", action="append", help="faulted node by name (repeatable; default: every node)")
+    p.add_argument("--limit", type=int, default=50, help="rows to print without --json")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_shortcircuit)
+
+    p = sub.add_parser("run", help="start OpenDSO on its embedded defaults")
+    p.add_argument("--grid", default="demo", help="grid source (default: demo)")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``opendso`` command and return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        warnings.simplefilter("ignore")
+    try:
+        status: int = args.func(args)
+    except InputError as exc:
+        print(f"opendso: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OpenDSOError as exc:
+        print(f"opendso: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("opendso: interrupted", file=sys.stderr)
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
