@@ -27,8 +27,8 @@ run: $(STAMP)
 	$(VENV)/bin/opendso run
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
+	$(VENV)/bin/ruff format --check src tests $(wildcard benchmarks)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
