@@ -133,3 +133,39 @@ def test_export_pgm_round_trip(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     a = [n["u_pu"] for n in json.loads(out)["nodes"]]
     b = [n["u_pu"] for n in json.loads(out_ref)["nodes"]]
     assert np.allclose(a, b, atol=1e-12)
+
+
+def test_estimate_from_source_placements(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "estimate", "simbench:1-MV-urban--0-sw", "--noise", "0", "--json")
+    assert status == 0
+    data = json.loads(out)
+    assert data["converged"] is True
+    assert data["observable"] is True
+    # exact measurements: the estimate is the power flow
+    status, pf_out, _ = run_cli(capsys, "powerflow", "simbench:1-MV-urban--0-sw", "--json")
+    pf = {n["name"]: n["u_pu"] for n in json.loads(pf_out)["nodes"]}
+    est = {n["name"]: n["u_pu"] for n in data["nodes"]}
+    assert max(abs(est[k] - pf[k]) for k in pf) < 1e-6
+
+
+def test_shortcircuit_json(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "shortcircuit", LV, "--json")
+    assert status == 0
+    data = json.loads(out)
+    assert data["fault_type"] == "three_phase"
+    assert len(data["nodes"]) == 15
+    status, out_min, _ = run_cli(capsys, "shortcircuit", LV, "--case", "min", "--json", "--node", "LV1.101 Bus 4")
+    assert status == 0
+    (node,) = json.loads(out_min)["nodes"]
+    ik_max = {n["name"]: n["ik_ka"] for n in data["nodes"]}["LV1.101 Bus 4"]
+    assert 0 < node["ik_ka"] < ik_max
+    status, _, err = run_cli(capsys, "shortcircuit", LV, "--node", "no such bus")
+    assert status == 2
+    assert "no such bus" in err
+
+
+def test_run_starts_on_the_demo_grid(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "run")
+    assert status == 0
+    assert "grid demo" in out
+    assert "power flow converged" in out
