@@ -90,6 +90,13 @@ def test_grid_info_and_validate(capsys: pytest.CaptureFixture[str]) -> None:
     assert info["elements"]["node"] == 15
     assert info["profile_steps"] == 35136
     assert info["coordinates"] == 15
+    assert info["topology"]["radial"] is True
+    assert info["topology"]["islands_without_source"] == 0
+    status, out, _ = run_cli(capsys, "grid", "info", "simbench:1-MV-urban--0-sw", "--json")
+    mv = json.loads(out)["topology"]
+    # SimBench's MV rings are operated open: every open switch between two live feeders is a NOP
+    assert mv["meshed_feeders"] == 0
+    assert len(mv["normally_open_points"]) == json.loads(out)["open_switches"]
     status, out, _ = run_cli(capsys, "grid", "validate", LV)
     assert status == 0
     assert "valid" in out

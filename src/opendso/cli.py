@@ -78,6 +78,7 @@ def cmd_grid_info(args: argparse.Namespace) -> int:
     import numpy as np
 
     from opendso.grid.sources import load_grid
+    from opendso.grid.topology import analyse_topology
 
     grid = load_grid(args.grid)
     u_rated = grid.component("node")["u_rated"]
@@ -88,6 +89,17 @@ def cmd_grid_info(args: argparse.Namespace) -> int:
         "coordinates": int(np.isfinite(grid.node_xy).all(axis=1).sum()) if grid.node_xy.size else 0,
         "open_switches": int((grid.switches["closed"] == 0).sum()) if grid.switches.size else 0,
         "profile_steps": grid.profiles.steps if grid.profiles is not None else 0,
+    }
+    topo = analyse_topology(grid)
+    info["topology"] = {
+        "islands": int(topo.n_components),
+        "islands_without_source": len(topo.islands_without_source),
+        "de_energised_nodes": int((~topo.node_energised).sum()),
+        "radial": bool(topo.radial),
+        "substations": int(topo.substations.id.size),
+        "feeders": int(topo.feeders.id.size),
+        "meshed_feeders": int((topo.feeders.cycles > 0).sum()),
+        "normally_open_points": sorted(str(n) for n in topo.normally_open.switch_name),
     }
     if grid.profiles is not None and grid.profiles.steps:
         info["profile_start"] = str(np.datetime_as_string(grid.profiles.time[0], unit="s")) + "Z"
@@ -102,6 +114,16 @@ def cmd_grid_info(args: argparse.Namespace) -> int:
     print(f"  nodes with coordinates       {info['coordinates']:>8d}")
     print(f"  open switches                {info['open_switches']:>8d}")
     print(f"  profile steps                {info['profile_steps']:>8d}")
+    topology = info["topology"]
+    print(
+        f"  islands                      {topology['islands']:>8d} ({topology['islands_without_source']} without source)"
+    )
+    print(f"  de-energised nodes           {topology['de_energised_nodes']:>8d}")
+    print(
+        f"  substations / feeders        {topology['substations']:>8d} / {topology['feeders']}"
+        f" ({topology['meshed_feeders']} meshed)"
+    )
+    print(f"  normally-open points         {len(topology['normally_open_points']):>8d}")
     return 0
 
 
