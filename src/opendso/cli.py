@@ -116,7 +116,8 @@ def cmd_grid_info(args: argparse.Namespace) -> int:
     print(f"  profile steps                {info['profile_steps']:>8d}")
     topology = info["topology"]
     print(
-        f"  islands                      {topology['islands']:>8d} ({topology['islands_without_source']} without source)"
+        f"  islands                      {topology['islands']:>8d}"
+        f" ({topology['islands_without_source']} without source)"
     )
     print(f"  de-energised nodes           {topology['de_energised_nodes']:>8d}")
     print(

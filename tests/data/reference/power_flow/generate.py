@@ -38,16 +38,28 @@ def generate(folder: Path) -> None:
         net = load_net(params["source"], folder)
         if len(net.trafo):
             net.trafo["tap_changer_type"] = "Ratio"
-        pp.runpp(net, algorithm="nr", trafo_loading="power", tolerance_mva=1e-9, max_iteration=50,
-                 calculate_voltage_angles=True, init="dc")
+        pp.runpp(
+            net,
+            algorithm="nr",
+            trafo_loading="power",
+            tolerance_mva=1e-9,
+            max_iteration=50,
+            calculate_voltage_angles=True,
+            init="dc",
+        )
     expected = {
         "tool": f"pandapower {pp.__version__}",
-        "bus": {"index": net.bus.index.tolist(), "name": net.bus.name.astype(str).tolist(),
-                "vm_pu": net.res_bus.vm_pu.round(12).tolist(), "va_degree": net.res_bus.va_degree.round(10).tolist()},
-        "line": {"index": net.line.index.tolist(),
-                 "loading": (net.res_line.loading_percent / 100).round(12).tolist()},
-        "trafo": {"index": net.trafo.index.tolist(),
-                  "loading": (net.res_trafo.loading_percent / 100).round(12).tolist()},
+        "bus": {
+            "index": net.bus.index.tolist(),
+            "name": net.bus.name.astype(str).tolist(),
+            "vm_pu": net.res_bus.vm_pu.round(12).tolist(),
+            "va_degree": net.res_bus.va_degree.round(10).tolist(),
+        },
+        "line": {"index": net.line.index.tolist(), "loading": (net.res_line.loading_percent / 100).round(12).tolist()},
+        "trafo": {
+            "index": net.trafo.index.tolist(),
+            "loading": (net.res_trafo.loading_percent / 100).round(12).tolist(),
+        },
     }
     (folder / "expected.json").write_text(json.dumps(expected, allow_nan=True) + "\n")
     print(f"{folder.name}: {len(net.bus)} buses written")
