@@ -293,6 +293,9 @@ def child_pp_se(n_nodes: int, repeats: int, limit: float) -> dict[str, Any]:
         signal.alarm(0)
     except _LimitReachedError:
         return {"timed_out": True, "limit": limit, "runs": runs}
+    except MemoryError as exc:  # pandapower builds a dense (measurements x measurements) weight matrix
+        signal.alarm(0)
+        return {"timed_out": False, "failed": f"{type(exc).__name__}: {str(exc).split(' for an array')[0]}"}
     out: dict[str, Any] = {"timed_out": False, "se": Timing(float(np.median(runs)), runs), "success": success}
     est = run_state_estimation(grid, measurements, method="newton_raphson", normalise=False)
     out["compared_with"] = "newton_raphson"
@@ -396,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             pp_diff = f"{p['u_diff_pu']:.1e}" if "u_diff_pu" in p else "-"
             pp_diff += "" if nr_ok else " (IL)"
         else:
-            pp_se, pp_ratio, pp_diff = "failed", "-", "-"
+            reason = str(p.get("failed") or "failed")
+            pp_se, pp_ratio, pp_diff = reason.replace("Unable to allocate", "needs"), "-", "-"
         if not d.get("se_newton_raphson_converged", True):
             s_nr_text = f"fails: {str(d.get('se_newton_raphson_error')).split(':')[0]}"
         else:
@@ -479,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
                     1.0,
                     "max",
                     "s",
-                    "normalise=False" + ("" if converged else f"; did not converge: {d.get(f'se_{method}_error')}"),
+                    "normalise=False"
+                    + ("" if converged else f"; fails: {str(d.get(f'se_{method}_error')).splitlines()[0]}"),
                 )
             )
         targets.append(Target("feeder 100k: from_pandapower conversion", median(d, "convert_opendso"), 1.0, "max", "s"))

@@ -23,6 +23,7 @@ power-grid-model requires. Units are SI (V, A, W, var, ohm, F).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,6 +31,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from power_grid_model import initialize_array
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 #: Component types in power-grid-model's input dataset that OpenDSO grids may hold.
 PGM_COMPONENTS: tuple[str, ...] = (
@@ -77,6 +80,8 @@ SIDE_TO = 1
 SIDE_LINK = 2
 SIDE_WINDING = 3
 
+log = logging.getLogger(__name__)
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -103,9 +108,10 @@ class ProfileAssignment:
     def evaluate(self, values: FloatArray) -> FloatArray:
         """Return the attribute for every element at the given rows of the profile table."""
         has_profile = self.column >= 0
-        out = np.empty((values.shape[0], self.ids.size), dtype=np.float64)
-        out[:, has_profile] = values[:, self.column[has_profile]] * self.scale[has_profile]
-        out[:, ~has_profile] = self.scale[~has_profile]
+        # one gather and one multiply; a masked assignment only where some elements have no profile
+        out: FloatArray = values[:, np.where(has_profile, self.column, 0)] * self.scale
+        if not has_profile.all():
+            out[:, ~has_profile] = self.scale[~has_profile]
         return out
 
 
@@ -269,14 +275,33 @@ class Grid:
 
 
 def apply_switches(
-    data: Mapping[str, np.ndarray], switches: np.ndarray, extra: Mapping[str, Mapping[str, np.ndarray]]
+    data: Mapping[str, np.ndarray],
+    switches: np.ndarray,
+    extra: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    names: Mapping[str, np.ndarray] | None = None,
+    source: str = "",
 ) -> dict[str, np.ndarray]:
-    """Return input arrays whose branch statuses follow in-service flags and switch states.
+    """Return input arrays whose statuses follow in-service flags and switch states.
 
-    A branch end is connected when the branch is in service and every switch on that end is
-    closed; a link that stands for a bus-bus switch is connected when that switch is closed.
+    A branch end is connected when the branch is in service, its node is in service and every
+    switch on that end is closed; a link that stands for a bus-bus switch is connected when that
+    switch is closed. A branch at an out-of-service node keeps its other end connected, as in
+    pandapower (a cable still draws its charging current). Voltage regulators are then resolved
+    to one set-point per electrical node (:func:`resolve_voltage_control`), since which nodes
+    form one electrical node depends on the switch states.
     """
     out = dict(data)
+    node = data.get("node")
+    node_ok_by_id: Any = None
+    if node is not None and node.size and "in_service" in extra.get("node", {}):
+        node_in_service = np.asarray(extra["node"]["in_service"], dtype=bool)
+        if not node_in_service.all():
+            node_order = np.argsort(node["id"])
+
+            def node_ok_by_id(ids: np.ndarray) -> np.ndarray:
+                return node_in_service[node_order[np.searchsorted(node["id"], ids, sorter=node_order)]]
+
     for component in BRANCH_COMPONENTS:
         array = data.get(component)
         if array is None or not array.size:
@@ -285,6 +310,9 @@ def apply_switches(
         in_service = np.asarray(extra.get(component, {}).get("in_service", np.ones(array.size, dtype=bool)), bool)
         from_ok = in_service.copy()
         to_ok = in_service.copy()
+        if node_ok_by_id is not None:
+            from_ok &= node_ok_by_id(array["from_node"])
+            to_ok &= node_ok_by_id(array["to_node"])
         if switches.size:
             ids = array["id"]
             order = np.argsort(ids)
@@ -300,4 +328,92 @@ def apply_switches(
         array["from_status"] = from_ok
         array["to_status"] = to_ok
         out[component] = array
+    regulators = out.get("voltage_regulator")
+    if regulators is not None and regulators.size and "sym_gen" in out:
+        in_service_reg = extra.get("voltage_regulator", {}).get("in_service", regulators["status"] == 1)
+        reg_names = (names or {}).get("voltage_regulator")
+        if reg_names is None:
+            reg_names = regulators["id"].astype(str).astype(object)
+        out["voltage_regulator"] = resolve_voltage_control(out, np.asarray(in_service_reg), reg_names, source)
     return out
+
+
+def electrical_nodes(data: Mapping[str, np.ndarray]) -> npt.NDArray[np.int64]:
+    """Label each node (by row) with its electrical node: nodes joined by closed links are one."""
+    nodes = data["node"]["id"]
+    link = data.get("link")
+    if link is None or not link.size:
+        return np.arange(nodes.size, dtype=np.int64)
+    closed = (link["from_status"] == 1) & (link["to_status"] == 1)
+    order = np.argsort(nodes)
+    a = order[np.searchsorted(nodes, link["from_node"][closed], sorter=order)]
+    b = order[np.searchsorted(nodes, link["to_node"][closed], sorter=order)]
+    graph = coo_matrix((np.ones(a.size), (a, b)), shape=(nodes.size, nodes.size))
+    _, labels = connected_components(graph, directed=False)
+    return labels.astype(np.int64)
+
+
+def resolve_voltage_control(
+    data: Mapping[str, np.ndarray], in_service: np.ndarray, reg_names: np.ndarray, src: str
+) -> np.ndarray:
+    """Return the voltage regulators with one voltage set-point per electrical node, as pandapower solves it.
+
+    pandapower merges buses joined by closed bus-bus switches into one electrical bus; an ext_grid
+    there makes it the slack bus, else the generators make it a PV bus. power-grid-model keeps
+    such buses as nodes joined by links (a large admittance) and refuses a regulated generator at
+    a source node, and two voltage set-points on one electrical node only fight each other. So a
+    regulator stays on only if no in-service source holds its electrical node and it sits on the
+    node of the first regulated generator there (pandapower's table order) with that generator's
+    set-point; the others are switched off and their generators inject their active power only,
+    which leaves node voltages and branch flows unchanged. Differing set-points on one electrical
+    node are an error in pandapower's power flow; here the source's or the first set-point wins
+    and a warning names the case.
+    """
+    regulators = data["voltage_regulator"].copy()
+    gens = data["sym_gen"]
+    labels = electrical_nodes(data)
+    nodes = data["node"]["id"]
+    node_order = np.argsort(nodes)
+
+    def label_of(node_ids: np.ndarray) -> np.ndarray:
+        return labels[node_order[np.searchsorted(nodes, node_ids, sorter=node_order)]]
+
+    gen_order = np.argsort(gens["id"])
+    gen_node = gens["node"][gen_order[np.searchsorted(gens["id"], regulators["regulated_object"], sorter=gen_order)]]
+    reg_label = label_of(gen_node)
+    on = np.asarray(in_service, dtype=bool).copy()
+
+    source = data.get("source")
+    if source is not None and source.size:
+        live = source["status"] == 1
+        src_label = label_of(source["node"][live])
+        src_u = np.full(labels.max() + 1, np.nan)
+        src_u[src_label] = source["u_ref"][live]
+        at_source = on & ~np.isnan(src_u[reg_label])
+        conflict = at_source & ~np.isclose(regulators["u_ref"], src_u[reg_label], rtol=0, atol=1e-9)
+        if conflict.any():
+            log.warning(
+                "event=voltage_setpoint_conflict source=%s generators=%d first=%s rule=source_wins",
+                src,
+                int(conflict.sum()),
+                reg_names[np.flatnonzero(conflict)[0]],
+            )
+        on &= ~at_source
+
+    rows = np.flatnonzero(on)
+    _, first = np.unique(reg_label[rows], return_index=True)
+    lead = np.full(labels.max() + 1, -1, dtype=np.int64)
+    lead[reg_label[rows[first]]] = rows[first]
+    leader = lead[reg_label]
+    same_u = np.isclose(regulators["u_ref"], regulators["u_ref"][leader], rtol=0, atol=1e-9)
+    conflict = on & ~same_u
+    if conflict.any():
+        log.warning(
+            "event=voltage_setpoint_conflict source=%s generators=%d first=%s rule=first_generator_wins",
+            src,
+            int(conflict.sum()),
+            reg_names[np.flatnonzero(conflict)[0]],
+        )
+    on &= same_u & (gen_node == gen_node[leader])
+    regulators["status"] = on
+    return regulators

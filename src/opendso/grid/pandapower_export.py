@@ -303,6 +303,46 @@ def _zero_sequence(t: np.ndarray, vk: np.ndarray, sn: np.ndarray) -> dict[str, n
     }
 
 
+def _pandapower_pairs(t: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Return pandapower's ([vk_hv, vk_mv, vk_lv], [vkr_hv, vkr_mv, vkr_lv]) as fractions.
+
+    The inverse of the importer's ``_three_winding_short_circuit``: power-grid-model's pair
+    values are pair sums of pandapower's star, so the star elements come back from the pair
+    sums, and pandapower's pairs are their R and X added separately, each on the smaller
+    rating of the pair.
+    """
+    sn = [t["sn_1"], t["sn_2"], t["sn_3"]]
+    s1 = sn[0]
+    pgm_pairs = {(0, 1): ("uk_12", "pk_12"), (0, 2): ("uk_13", "pk_13"), (1, 2): ("uk_23", "pk_23")}
+    z: dict[tuple[int, int], np.ndarray] = {}
+    r: dict[tuple[int, int], np.ndarray] = {}
+    for (a, b), (uk, pk) in pgm_pairs.items():
+        base = np.minimum(sn[a], sn[b])
+        z[(a, b)] = t[uk] * s1 / base
+        r[(a, b)] = t[pk] * s1 / base**2
+    z_star = [
+        (z[(0, 1)] + z[(0, 2)] - z[(1, 2)]) / 2,
+        (z[(0, 1)] + z[(1, 2)] - z[(0, 2)]) / 2,
+        (z[(0, 2)] + z[(1, 2)] - z[(0, 1)]) / 2,
+    ]
+    r_star = [
+        (r[(0, 1)] + r[(0, 2)] - r[(1, 2)]) / 2,
+        (r[(0, 1)] + r[(1, 2)] - r[(0, 2)]) / 2,
+        (r[(0, 2)] + r[(1, 2)] - r[(0, 1)]) / 2,
+    ]
+    with np.errstate(invalid="ignore"):
+        x_star = [np.sign(z_star[k]) * np.sqrt(np.maximum(z_star[k] ** 2 - r_star[k] ** 2, 0.0)) for k in range(3)]
+    vk: list[np.ndarray] = []
+    vkr: list[np.ndarray] = []
+    for a, b in ((0, 1), (1, 2), (0, 2)):  # pandapower's hv (hv-mv), mv (mv-lv), lv (hv-lv)
+        base = np.minimum(sn[a], sn[b])
+        r_pair = r_star[a] + r_star[b]
+        x_pair = x_star[a] + x_star[b]
+        vk.append(np.hypot(r_pair, x_pair) * base / s1)
+        vkr.append(r_pair * base / s1)
+    return vk, vkr
+
+
 def _three_winding(net: Any, grid: Grid) -> None:
     import pandapower as pp
 
@@ -322,6 +362,7 @@ def _three_winding(net: Any, grid: Grid) -> None:
     tap = _tap(t["tap_size"], t["tap_pos"], t["tap_nom"], t["tap_min"], t["tap_max"], u_side)
     has = tap["has"]
     statuses = (t["status_1"] == 1) | (t["status_2"] == 1) | (t["status_3"] == 1)
+    vk, vkr = _pandapower_pairs(t)
     pp.create_transformers3w_from_parameters(
         net,
         t["node_1"],
@@ -333,12 +374,12 @@ def _three_winding(net: Any, grid: Grid) -> None:
         sn_hv_mva=sn1 / 1e6,
         sn_mv_mva=sn2 / 1e6,
         sn_lv_mva=sn3 / 1e6,
-        vk_hv_percent=t["uk_12"] * 100,
-        vk_mv_percent=t["uk_23"] * 100,
-        vk_lv_percent=t["uk_13"] * 100,
-        vkr_hv_percent=t["pk_12"] / np.minimum(sn1, sn2) * 100,
-        vkr_mv_percent=t["pk_23"] / np.minimum(sn2, sn3) * 100,
-        vkr_lv_percent=t["pk_13"] / np.minimum(sn1, sn3) * 100,
+        vk_hv_percent=vk[0] * 100,
+        vk_mv_percent=vk[1] * 100,
+        vk_lv_percent=vk[2] * 100,
+        vkr_hv_percent=vkr[0] * 100,
+        vkr_mv_percent=vkr[1] * 100,
+        vkr_lv_percent=vkr[2] * 100,
         pfe_kw=np.nan_to_num(t["p0"]) / 1e3,
         i0_percent=np.nan_to_num(t["i0"]) * 100,
         shift_mv_degree=clock12 * 30.0,

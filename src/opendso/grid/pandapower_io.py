@@ -19,12 +19,16 @@ be made to agree:
 
 from __future__ import annotations
 
+import itertools
+import logging
 import re
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from power_grid_model import LoadGenType, MeasuredTerminalType, WindingType
 
 from opendso.errors import GridSourceError
@@ -40,6 +44,8 @@ from opendso.grid.model import (
     apply_switches,
     empty_component,
 )
+
+log = logging.getLogger(__name__)
 
 #: Short-circuit power of a source in power flow: large enough that the source is stiff to
 #: within 1e-9 p.u. on any distribution grid, small enough to keep the matrix well conditioned.
@@ -74,13 +80,17 @@ def _col(df: pd.DataFrame, name: str, default: Any, dtype: Any = np.float64) -> 
     """Return a column as a numpy array, ``default`` where the column is missing or NaN."""
     if name not in df.columns:
         return np.full(len(df), default, dtype=dtype)
-    values = df[name].to_numpy()
+    column = df[name]
     if dtype is object:
-        return values.astype(object)
+        return column.to_numpy().astype(object)
     if np.dtype(dtype).kind == "b":
-        filled = pd.Series(values).fillna(default).to_numpy()
-        return filled.astype(bool)
-    out = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+        if column.dtype == bool:
+            return column.to_numpy(copy=True)
+        return column.fillna(default).to_numpy().astype(bool)
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+        out = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        out = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     if default is not None and not (isinstance(default, float) and np.isnan(default)):
         out = np.where(np.isnan(out), default, out)
     return out.astype(dtype)
@@ -88,14 +98,17 @@ def _col(df: pd.DataFrame, name: str, default: Any, dtype: Any = np.float64) -> 
 
 def _names(df: pd.DataFrame, prefix: str) -> npt.NDArray[np.object_]:
     """Source names; an element without a name is called ``<table> <index>``."""
+    index = df.index.to_numpy()
     if "name" in df.columns:
-        names = df["name"].to_numpy(dtype=object)
-        missing = pd.isna(names) | (names == "")
-        if missing.any():
-            names = names.copy()
-            names[missing] = [f"{prefix} {i}" for i in df.index[missing]]
-        return names
-    return np.array([f"{prefix} {i}" for i in df.index], dtype=object)
+        names = df["name"].to_numpy(dtype=object).copy()
+        missing = pd.isna(names)
+        missing[~missing] = names[~missing] == ""
+    else:
+        names = np.empty(index.size, dtype=object)
+        missing = np.ones(index.size, dtype=bool)
+    if missing.any():
+        names[missing] = [f"{prefix} {i}" for i in index[missing].tolist()]
+    return names
 
 
 def _bus_ids(
@@ -117,16 +130,19 @@ def _parse_vector_group(text: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     wf = np.full(n, -1, dtype=np.int8)
     wt = np.full(n, -1, dtype=np.int8)
     clock = np.full(n, -1, dtype=np.int8)
-    for i, value in enumerate(text):
-        if not isinstance(value, str):
-            continue
+    is_text = np.array([isinstance(v, str) for v in text], dtype=bool) if n else np.zeros(0, dtype=bool)
+    if not is_text.any():
+        return wf, wt, clock
+    # a network has a handful of distinct vector groups: parse each once
+    unique, inverse = np.unique(text[is_text].astype(str), return_inverse=True)
+    parsed = np.full((unique.size, 3), -1, dtype=np.int8)
+    for k, value in enumerate(unique):
         match = _VECTOR_GROUP.search(value.strip())
-        if match is None:
-            continue
-        wf[i] = _WINDING[match.group(1)]
-        wt[i] = _WINDING[match.group(2).upper()]
-        if match.group(3) is not None:
-            clock[i] = int(match.group(3)) % 12
+        if match is not None:
+            parsed[k, 0] = _WINDING[match.group(1)]
+            parsed[k, 1] = _WINDING[match.group(2).upper()]
+            parsed[k, 2] = int(match.group(3)) % 12 if match.group(3) is not None else -1
+    wf[is_text], wt[is_text], clock[is_text] = parsed[inverse].T
     return wf, wt, clock
 
 
@@ -135,6 +151,25 @@ def _geo_xy(series: pd.Series | None, n: int) -> npt.NDArray[np.float64]:
     xy = np.full((n, 2), np.nan)
     if series is None:
         return xy
+    values = series.to_numpy(dtype=object)
+    is_text = pd.notna(values)
+    if not is_text.any():
+        return xy
+    # One regex pass over all strings joined is several times faster than one match per string;
+    # it is used when every string gave exactly one pair, so the pairs line up with the rows.
+    try:
+        pairs = _GEO.findall("\n".join(values[is_text]))
+    except TypeError:  # something other than strings: take the slow path below
+        pairs = []
+    if pairs and len(pairs) == int(is_text.sum()):
+        # Arrow parses the numbers in C++, a Python float() per number costs three times as much
+        numbers = pa.array(list(itertools.chain.from_iterable(pairs)), type=pa.string())
+        try:
+            xy[is_text] = pc.cast(numbers, pa.float64()).to_numpy().reshape(-1, 2)
+        except pa.ArrowInvalid:
+            pass  # a number Arrow does not read: take the slow path below
+        else:
+            return xy
     extracted = series.astype("string").str.extract(_GEO)
     xy[:, 0] = pd.to_numeric(extracted[0], errors="coerce").to_numpy(dtype=np.float64)
     xy[:, 1] = pd.to_numeric(extracted[1], errors="coerce").to_numpy(dtype=np.float64)
@@ -222,7 +257,7 @@ def from_pandapower(net: Any, *, name: str = "pandapower", source: str | None = 
         names["line"] = lnames
         kind = np.where(_col(line, "type", "", object) == "ol", "overhead line", "cable").astype(object)
         extra["line"] = {
-            "in_service": _col(line, "in_service", True, bool) & bus_ok(from_bus) & bus_ok(to_bus),
+            "in_service": _col(line, "in_service", True, bool),
             "kind": kind,
             "length_km": length,
             "source_index": line.index.to_numpy(),
@@ -340,19 +375,10 @@ def from_pandapower(net: Any, *, name: str = "pandapower", source: str | None = 
     if gen_parts is not None:
         data["sym_gen"], names["sym_gen"], extra["sym_gen"], regulators = gen_parts
         if regulators.size:
-            # A source already holds the voltage of its node (pandapower lets the ext_grid win there);
-            # power-grid-model refuses a regulated generator at a source node, so its regulator is off.
-            if "source" in data:
-                src_nodes = data["source"]["node"][data["source"]["status"] == 1]
-                gen_node = data["sym_gen"]["node"][
-                    np.searchsorted(data["sym_gen"]["id"], regulators["regulated_object"])
-                ]
-                regulators["status"] = np.where(np.isin(gen_node, src_nodes), 0, regulators["status"])
             data["voltage_regulator"] = regulators
             names["voltage_regulator"] = names["sym_gen"][
                 np.isin(data["sym_gen"]["id"], regulators["regulated_object"])
             ]
-            extra["voltage_regulator"] = {"in_service": regulators["status"].astype(bool)}
 
     # -- unbalanced loads and generators -----------------------------------------------------------
     for table, component, sign_name in (
@@ -409,7 +435,11 @@ def from_pandapower(net: Any, *, name: str = "pandapower", source: str | None = 
         names["shunt"] = snames
         extra["shunt"] = {"in_service": in_service, "source_index": shunt.index.to_numpy()}
 
-    data = apply_switches(data, sw, extra)
+    if "voltage_regulator" in data:
+        extra["voltage_regulator"] = {"in_service": data["voltage_regulator"]["status"].astype(bool)}
+    # branch ends at out-of-service buses open, and one voltage set-point per electrical node,
+    # as pandapower solves it (see apply_switches)
+    data = apply_switches(data, sw, extra, names=names, source=src)
     sensors, sensor_names, sensor_extra = _measurements(net, ids, bus_index, node_ids, data, line, trafo, src)
     names.update(sensor_names)
     extra.update(sensor_extra)
@@ -542,7 +572,7 @@ def _transformers(
     )
     arr["i0_zero_sequence"] = np.where(t_model, i0_t, i0_zero)
     arr["p0_zero_sequence"] = np.where(t_model, p0_t * sn * parallel, p0_zero)
-    in_service = _col(trafo, "in_service", True, bool) & bus_ok(hv) & bus_ok(lv)
+    in_service = _col(trafo, "in_service", True, bool)
     extra = {
         "in_service": in_service,
         "source_index": trafo.index.to_numpy(),
@@ -585,6 +615,40 @@ def _zero_sequence_magnetising(
     return np.where(ok, np.abs(y_mag0), np.nan), np.where(ok, y_mag0.real, np.nan)
 
 
+def _three_winding_short_circuit(
+    sn: list[np.ndarray], *, vk: list[np.ndarray], vkr: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Return power-grid-model's ([uk_12, uk_13, uk_23], [pk_12, pk_13, pk_23]) for pandapower's star model.
+
+    pandapower gives the pairwise short-circuit voltages ``vk_hv`` (hv-mv), ``vk_mv`` (mv-lv)
+    and ``vk_lv`` (hv-lv), each on the smaller rating of its pair. It splits each pair into
+    resistance and reactance, turns both into a star separately, and recombines them per
+    winding. power-grid-model turns the pairwise magnitudes into a star and only then splits off
+    the resistance, which is a different star unless every pair has the same R/X ratio. Feeding
+    power-grid-model the pair sums of pandapower's star (``uk_12 = z_1 + z_2`` and ``pk_12`` from
+    ``r_1 + r_2``, on the smaller rating of the pair as power-grid-model expects) makes its star
+    pandapower's: the star of pair sums gives back the star elements. A negative star
+    reactance keeps its sign on the magnitude, as pandapower does.
+    """
+    s1 = sn[0]
+    pairs = ((0, 1), (1, 2), (0, 2))  # vk_hv, vk_mv, vk_lv
+    base = [np.minimum(sn[a], sn[b]) for a, b in pairs]
+    with np.errstate(invalid="ignore"):
+        z = [vk[k] * s1 / base[k] for k in range(3)]  # pair impedances on base sn_hv
+        r = [vkr[k] * s1 / base[k] for k in range(3)]
+        x = [np.sqrt(z[k] ** 2 - r[k] ** 2) for k in range(3)]
+    # star elements hv, mv, lv on base sn_hv (pair order: hv-mv, mv-lv, hv-lv)
+    r_star = [(r[0] + r[2] - r[1]) / 2, (r[1] + r[0] - r[2]) / 2, (r[2] + r[1] - r[0]) / 2]
+    x_star = [(x[0] + x[2] - x[1]) / 2, (x[1] + x[0] - x[2]) / 2, (x[2] + x[1] - x[0]) / 2]
+    z_star = [np.sign(x_star[k]) * np.hypot(r_star[k], x_star[k]) for k in range(3)]
+    # power-grid-model's pairs 12, 13, 23 in pandapower's pair order 0, 2, 1
+    uk, pk = [], []
+    for a, b, k in ((0, 1, 0), (0, 2, 2), (1, 2, 1)):
+        uk.append((z_star[a] + z_star[b]) * base[k] / s1)
+        pk.append((r_star[a] + r_star[b]) * base[k] ** 2 / s1)
+    return uk, pk
+
+
 def _three_winding(
     t3: pd.DataFrame, t3_ids: np.ndarray, bus_index: pd.Index, node_ids: np.ndarray, bus_ok: Any, src: str
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -595,20 +659,20 @@ def _three_winding(
     buses = [t3[c].to_numpy() for c in ("hv_bus", "mv_bus", "lv_bus")]
     for k, (col, values) in enumerate(zip(("hv_bus", "mv_bus", "lv_bus"), buses, strict=True), start=1):
         arr[f"node_{k}"] = _bus_ids(bus_index, node_ids, values, src, "trafo3w", col, tnames)
-    in_service = _col(t3, "in_service", True, bool) & bus_ok(buses[0]) & bus_ok(buses[1]) & bus_ok(buses[2])
+    in_service = _col(t3, "in_service", True, bool)
     for k in (1, 2, 3):
-        arr[f"status_{k}"] = in_service
+        arr[f"status_{k}"] = in_service & bus_ok(buses[k - 1])
     vn = [_col(t3, f"vn_{s}_kv", np.nan) * 1e3 for s in ("hv", "mv", "lv")]
     sn = [_col(t3, f"sn_{s}_mva", np.nan) * 1e6 for s in ("hv", "mv", "lv")]
     arr["u1"], arr["u2"], arr["u3"] = vn
     arr["sn_1"], arr["sn_2"], arr["sn_3"] = sn
-    # pandapower gives short-circuit voltages on the smaller rating of each pair, as does power-grid-model
-    arr["uk_12"] = _col(t3, "vk_hv_percent", np.nan) * 1e-2
-    arr["uk_13"] = _col(t3, "vk_lv_percent", np.nan) * 1e-2
-    arr["uk_23"] = _col(t3, "vk_mv_percent", np.nan) * 1e-2
-    arr["pk_12"] = _col(t3, "vkr_hv_percent", np.nan) * 1e-2 * np.minimum(sn[0], sn[1])
-    arr["pk_13"] = _col(t3, "vkr_lv_percent", np.nan) * 1e-2 * np.minimum(sn[0], sn[2])
-    arr["pk_23"] = _col(t3, "vkr_mv_percent", np.nan) * 1e-2 * np.minimum(sn[1], sn[2])
+    uk, pk = _three_winding_short_circuit(
+        sn,
+        vk=[_col(t3, f"vk_{s}_percent", np.nan) * 1e-2 for s in ("hv", "mv", "lv")],
+        vkr=[_col(t3, f"vkr_{s}_percent", np.nan) * 1e-2 for s in ("hv", "mv", "lv")],
+    )
+    arr["uk_12"], arr["uk_13"], arr["uk_23"] = uk
+    arr["pk_12"], arr["pk_13"], arr["pk_23"] = pk
     arr["p0"] = _col(t3, "pfe_kw", 0.0) * 1e3
     arr["i0"] = np.maximum(_col(t3, "i0_percent", 0.0) * 1e-2, np.divide(arr["p0"], sn[0]))
     shift_mv = _col(t3, "shift_mv_degree", 0.0)
@@ -758,7 +822,7 @@ def _generators(
         arr["p_specified"] = _col(df, "p_mw", 0.0) * scaling * 1e6
         arr["q_specified"] = _col(df, "q_mvar", 0.0) * scaling * 1e6 if table == "sgen" else 0.0
         gtype = _col(df, "type", None, object)
-        kind = np.array([_generator_kind(t) for t in gtype], dtype=object)
+        kind = _generator_kinds(gtype)
         parts.append(
             (
                 arr,
@@ -789,6 +853,14 @@ def _generators(
         regulators["status"] = arr["status"][is_gen]
         regulators["u_ref"] = u_ref[is_gen]
     return arr, np.concatenate([p[1] for p in parts]), extra, regulators
+
+
+def _generator_kinds(types: np.ndarray) -> npt.NDArray[np.object_]:
+    """Classify generator types, once per distinct type."""
+    text = np.array([t if isinstance(t, str) else "" for t in types], dtype=object)
+    unique, inverse = np.unique(text.astype(str), return_inverse=True)
+    kinds = np.array([_generator_kind(t if t else None) for t in unique], dtype=object)
+    return kinds[inverse] if text.size else np.zeros(0, dtype=object)
 
 
 def _generator_kind(value: Any) -> str:
@@ -849,69 +921,82 @@ def _measurements(
         names["sym_voltage_sensor"] = mnames[sel]
 
     # branch power and current sensors: one power sensor per (branch, end) holding p and q
-    rows: dict[tuple[int, int], dict[str, Any]] = {}
-    current_rows: list[tuple[int, int, float, float, str]] = []
-    for i in np.flatnonzero(np.isin(etype, ["line", "trafo"]) & np.isin(mtype, ["p", "q", "i"])):
-        table = line if etype[i] == "line" else trafo
-        ids_of = data["line" if etype[i] == "line" else "transformer"]["id"]
-        pos = table.index.get_indexer(pd.Index([element[i]]))[0]
-        if pos < 0:
+    sel = np.flatnonzero(np.isin(etype, ["line", "trafo"]) & np.isin(mtype, ["p", "q", "i"]))
+    if not sel.size:
+        return sensors, names, extra
+    branch = np.zeros(sel.size, dtype=np.int64)
+    end = np.zeros(sel.size, dtype=np.int8)
+    for kind, table, component, from_col in (
+        ("line", line, "line", "from_bus"),
+        ("trafo", trafo, "transformer", "hv_bus"),
+    ):
+        on = etype[sel] == kind
+        if not on.any():
+            continue
+        rows = sel[on]
+        pos = table.index.get_indexer(pd.Index(element[rows]))
+        if (pos < 0).any():
+            bad = rows[np.flatnonzero(pos < 0)[0]]
             raise GridSourceError(
                 src,
-                f"refers to {etype[i]} {element[i]}, which does not exist",
-                element=f"measurement '{mnames[i]}'",
+                f"refers to {kind} {element[bad]}, which does not exist",
+                element=f"measurement '{mnames[bad]}'",
                 field="element",
             )
-        s = side[i]
-        from_col = "from_bus" if etype[i] == "line" else "hv_bus"
-        if s in ("from", "hv"):
-            end = 0
-        elif s in ("to", "lv"):
-            end = 1
-        else:
-            try:
-                end = 0 if int(s) == table[from_col].iloc[pos] else 1
-            except (TypeError, ValueError):
-                raise GridSourceError(
-                    src, f"unknown measurement side {s!r}", element=f"measurement '{mnames[i]}'", field="side"
-                ) from None
-        branch_id = int(ids_of[pos])
-        if mtype[i] == "i":
-            current_rows.append((branch_id, end, value[i], std[i], mnames[i]))
-            continue
-        row = rows.setdefault((branch_id, end), {"name": mnames[i]})
-        row[mtype[i]] = (value[i], std[i])
-    if rows:
-        arr = empty_component("sym_power_sensor", len(rows))
+        branch[on] = data[component]["id"][pos]
+        s = side[rows]
+        named_from = np.isin(s, ["from", "hv"])
+        named_to = np.isin(s, ["to", "lv"])
+        by_bus = ~(named_from | named_to)
+        bus_side = pd.to_numeric(pd.Series(s[by_bus], dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+        if np.isnan(bus_side).any():
+            bad = rows[np.flatnonzero(by_bus)[np.flatnonzero(np.isnan(bus_side))[0]]]
+            raise GridSourceError(
+                src, f"unknown measurement side {side[bad]!r}", element=f"measurement '{mnames[bad]}'", field="side"
+            )
+        at_from = named_from.copy()
+        at_from[by_bus] = bus_side == table[from_col].to_numpy()[pos[by_bus]]
+        end[on] = np.where(at_from, 0, 1)
+    terminal = np.where(end == 0, MeasuredTerminalType.branch_from, MeasuredTerminalType.branch_to)
+
+    is_current = mtype[sel] == "i"
+    power = ~is_current
+    if power.any():
+        # one sensor per (branch, end); the first measurement there names it
+        key = branch[power] * 2 + end[power]
+        keys, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        arr = empty_component("sym_power_sensor", keys.size)
         arr["id"] = ids.take(arr.size)
-        keys = list(rows)
-        arr["measured_object"] = [k[0] for k in keys]
-        arr["measured_terminal_type"] = [
-            MeasuredTerminalType.branch_from if k[1] == 0 else MeasuredTerminalType.branch_to for k in keys
-        ]
+        arr["measured_object"] = keys // 2
+        arr["measured_terminal_type"] = terminal[power][first]
+        rows = sel[power]
+        has: dict[str, np.ndarray] = {}
         for q, col, sig in (("p", "p_measured", "p_sigma"), ("q", "q_measured", "q_sigma")):
-            arr[col] = [rows[k].get(q, (np.nan, np.nan))[0] * 1e6 for k in keys]
-            arr[sig] = [rows[k].get(q, (np.nan, np.nan))[1] * 1e6 for k in keys]
+            mine = mtype[rows] == q
+            measured = np.full(keys.size, np.nan)
+            sigma = np.full(keys.size, np.nan)
+            # the last measurement of a quantity at an end wins, as a dict update would
+            measured[inverse[mine]] = value[rows[mine]] * 1e6
+            sigma[inverse[mine]] = std[rows[mine]] * 1e6
+            arr[col], arr[sig] = measured, sigma
+            has[q] = np.zeros(keys.size, dtype=bool)
+            has[q][inverse[mine]] = True
         sensors["sym_power_sensor"] = arr
-        names["sym_power_sensor"] = np.array([rows[k]["name"] for k in keys], dtype=object)
-        extra["sym_power_sensor"] = {
-            "has_p": np.array(["p" in rows[k] for k in keys]),
-            "has_q": np.array(["q" in rows[k] for k in keys]),
-        }
-    if current_rows:
-        arr = empty_component("sym_current_sensor", len(current_rows))
+        names["sym_power_sensor"] = mnames[rows][first]
+        extra["sym_power_sensor"] = {"has_p": has["p"], "has_q": has["q"]}
+    if is_current.any():
+        rows = sel[is_current]
+        arr = empty_component("sym_current_sensor", rows.size)
         arr["id"] = ids.take(arr.size)
-        arr["measured_object"] = [r[0] for r in current_rows]
-        arr["measured_terminal_type"] = [
-            MeasuredTerminalType.branch_from if r[1] == 0 else MeasuredTerminalType.branch_to for r in current_rows
-        ]
+        arr["measured_object"] = branch[is_current]
+        arr["measured_terminal_type"] = terminal[is_current]
         arr["angle_measurement_type"] = 0  # local angle
-        arr["i_measured"] = [r[2] * 1e3 for r in current_rows]
-        arr["i_sigma"] = [r[3] * 1e3 for r in current_rows]
+        arr["i_measured"] = value[rows] * 1e3
+        arr["i_sigma"] = std[rows] * 1e3
         arr["i_angle_sigma"] = np.pi
         arr["i_angle_measured"] = 0.0
         sensors["sym_current_sensor"] = arr
-        names["sym_current_sensor"] = np.array([r[4] for r in current_rows], dtype=object)
+        names["sym_current_sensor"] = mnames[rows]
     return sensors, names, extra
 
 

@@ -6,6 +6,11 @@ Each case folder holds ``params.json`` (the grid source and tolerances); this sc
 only change made to the source data is the one pandapower needs to use the transformer taps
 SimBench gives (``tap_changer_type = "Ratio"``; SimBench leaves it empty and pandapower 3.x then
 ignores the tap position).
+
+A case whose ``params.json`` has ``derived_from`` keeps a modified copy of a published grid as
+``net.json``; this script writes that file first: ``{"simbench": code, "scaling": factor, "drop":
+[table, ...]}`` loads the SimBench grid, multiplies the ``scaling`` of every load, static
+generator and generator by ``factor`` and empties the listed tables.
 """
 
 from __future__ import annotations
@@ -31,8 +36,23 @@ def load_net(source: str, folder: Path) -> pp.pandapowerNet:
     raise ValueError(source)
 
 
+def derive(folder: Path, recipe: dict) -> None:
+    import simbench
+
+    net = simbench.get_simbench_net(recipe["simbench"])
+    for table in ("load", "sgen", "gen"):
+        net[table]["scaling"] = net[table]["scaling"] * recipe.get("scaling", 1.0)
+    for table in recipe.get("drop", []):
+        net[table] = {} if table == "profiles" else net[table].iloc[0:0]
+    pp.to_json(net, str(folder / "net.json"))
+
+
 def generate(folder: Path) -> None:
     params = json.loads((folder / "params.json").read_text())
+    if "derived_from" in params:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            derive(folder, params["derived_from"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = load_net(params["source"], folder)
@@ -42,7 +62,7 @@ def generate(folder: Path) -> None:
             net,
             algorithm="nr",
             trafo_loading="power",
-            tolerance_mva=1e-9,
+            tolerance_mva=params.get("reference_tolerance_mva", 1e-9),
             max_iteration=50,
             calculate_voltage_angles=True,
             init="dc",
