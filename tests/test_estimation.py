@@ -230,6 +230,10 @@ def test_gross_error_is_flagged_by_largest_normalised_residual(
     assert bad.converged, bad.error
     bad_id = int(meas[component]["id"][row])
     assert bad.suspects == [bad.sensor_names[bad_id]]
+    # normalising only the largest weighted residuals finds the same largest normalised residual
+    full = est.run_state_estimation(mv.grid, meas, candidates=None)
+    assert full.suspects == bad.suspects
+    assert full.max_normalised_residual == pytest.approx(bad.max_normalised_residual, rel=1e-9)
     assert bad.max_normalised_residual is not None
     assert clean.max_normalised_residual is not None
     assert bad.max_normalised_residual > max(bad.threshold, 2 * clean.max_normalised_residual)
@@ -248,7 +252,7 @@ def test_normalised_residuals_are_standard_normal_without_gross_errors(mv: Case,
     have a clearly smaller spread (the estimate absorbs part of each error). Pseudo-measurements
     are left out: their sigma (10 % of |S|) overstates the forecast error drawn (10 % of p and of q).
     """
-    result = est.run_state_estimation(mv.grid, noisy_mv)
+    result = est.run_state_estimation(mv.grid, noisy_mv, candidates=None)
     ps = noisy_mv["sym_power_sensor"]
     appliance = np.isin(ps["measured_terminal_type"], [MeasuredTerminalType.load, MeasuredTerminalType.generator])
     pseudo = ps["id"][appliance]

@@ -31,6 +31,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,7 @@ class MeasurementFileError(InputError):
 # -- the result ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EstimationResult:
     """The outcome of one state estimation: whether it worked (with the reason), states and residuals."""
 
@@ -161,8 +162,12 @@ class EstimationResult:
     output: dict[str, np.ndarray] = field(default_factory=dict)
     error: str | None = None
     residuals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=RESIDUAL_DTYPE))
-    sensor_names: dict[int, str] = field(default_factory=dict)
     threshold: float = 3.0
+
+    @cached_property
+    def sensor_names(self) -> dict[int, str]:
+        """Sensor id -> name (source name, or a label built from the measured element); built on first use."""
+        return sensor_names(self.grid, self.measurements)
 
     def node_u_pu(self) -> npt.NDArray[np.float64]:
         """Estimated per-unit voltage magnitude per node (empty when the estimation failed)."""
@@ -459,15 +464,21 @@ def run_state_estimation(
     max_iterations: int = 100,
     threshold: float = 3.0,
     normalise: bool = True,
+    candidates: int | None = 10,
     threading: int = 0,
 ) -> EstimationResult:
     """Run one state estimation and return its result; never raises for non-convergence or unobservability.
 
     ``threshold`` is the largest-normalised-residual limit of bad-data detection. With
     ``normalise`` (the default) residuals are normalised by their variance, measured with one
-    sparse batch run of one scenario per scalar measurement (about a millisecond each on a
-    150-node grid); without it, ``normalised`` holds the weighted residual ``r / sigma``, which
-    is cheaper but smears errors over neighbours. Measurements power-grid-model rejects (a sensor
+    sparse batch run of one scenario per measurement normalised. Only the ``candidates``
+    measurements with the largest weighted residuals ``r / sigma`` are normalised (all of them
+    with ``candidates=None``), so the cost does not grow with the grid. The other rows keep their
+    weighted residual, a lower bound of their normalised one (``sqrt(Omega_ii) <= sigma``), so
+    the largest value is always a normalised candidate; a measurement with a small weighted
+    residual but very little redundancy can be missed, the price of that bounded cost. Without
+    ``normalise``,
+    ``normalised`` holds the weighted residual for every row. Measurements power-grid-model rejects (a sensor
     on a link or on an element that does not exist) raise :class:`~opendso.errors.InputError`.
     """
     method = Method(method)
@@ -477,7 +488,6 @@ def run_state_estimation(
         raise InputError(f"{grid.name}: unsupported measurement component(s): {sorted(unknown)}")
     data = grid.pgm_input()
     data.update(sensors)
-    names = sensor_names(grid, sensors)
 
     def result(
         *,
@@ -495,7 +505,6 @@ def run_state_estimation(
             measurements=dict(sensors),
             output=output or {},
             error=error,
-            sensor_names=names,
             threshold=threshold,
             residuals=residuals if residuals is not None else np.zeros(0, dtype=RESIDUAL_DTYPE),
         )
@@ -516,15 +525,18 @@ def run_state_estimation(
     except PowerGridError as exc:
         return result(converged=False, observable=True, error=_reason(exc))
     residuals = _residual_table(sensors, output)
+    residuals["normalised"] = residuals["weighted"]
     if normalise and residuals.size:
-        sensitivity = _sensitivity(model, sensors, residuals, options, threading)
+        if candidates is None or candidates >= residuals.size:
+            rows = np.arange(residuals.size)
+        else:
+            weighted = np.nan_to_num(np.abs(residuals["weighted"]), nan=-1.0)
+            rows = np.sort(np.argpartition(-weighted, candidates - 1)[:candidates]).astype(np.int64)
+        sensitivity = _sensitivity(model, sensors, residuals, options, threading, rows)
         residuals["sensitivity"] = sensitivity
         ok = sensitivity > 1e-6
-        residuals["normalised"] = np.where(
-            ok, residuals["residual"] / (residuals["sigma"] * np.sqrt(np.where(ok, sensitivity, 1.0))), np.nan
-        )
-    else:
-        residuals["normalised"] = residuals["weighted"]
+        normalised = residuals["residual"] / (residuals["sigma"] * np.sqrt(np.where(ok, sensitivity, 1.0)))
+        residuals["normalised"][rows] = np.where(ok[rows], normalised[rows], np.nan)
     return result(converged=True, observable=True, output=output, residuals=residuals)
 
 
@@ -572,53 +584,69 @@ def _sensitivity(
     residuals: np.ndarray,
     options: dict[str, Any],
     threading: int,
+    rows: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.float64]:
-    """Return d residual_i / d measured_i per residual row, from one sparse batch (one scenario per row)."""
+    """Return d residual_i / d measured_i for the given residual rows (NaN elsewhere).
+
+    One sparse batch with one scenario per row: scenario ``s`` moves measurement ``rows[s]`` by
+    one sigma and reads back its own residual.
+    """
     n_rows = residuals.size
-    update: dict[str, Any] = {}
-    scenario_of: dict[str, npt.NDArray[np.int64]] = {}
+    sens = np.full(n_rows, np.nan)
+    if not rows.size:
+        return sens
+    # where each residual row comes from: component, quantity number and sensor position
+    blocks: list[tuple[str, int, int, int]] = []  # (component, k, first row, size)
     start = 0
     for component, quantities in _QUANTITIES.items():
         array = sensors.get(component)
         if array is None:
             continue
-        n = array.size * len(quantities)
-        upd = initialize_array("update", component, n)
-        upd["id"] = np.tile(array["id"], len(quantities))
-        for k, (_, meas, _, _) in enumerate(quantities):
-            sigma = residuals["sigma"][start + k * array.size : start + (k + 1) * array.size]
-            upd[meas][k * array.size : (k + 1) * array.size] = array[meas] + sigma
-        # scenario s updates exactly one sensor value: scenarios start..start+n belong to this component
-        indptr = np.zeros(n_rows + 1, dtype=np.int64)
-        indptr[start + 1 : start + n + 1] = np.arange(1, n + 1)
-        indptr[start + n + 1 :] = n
-        update[component] = {"data": upd, "indptr": indptr}
-        scenario_of[component] = np.arange(start, start + n)
-        start += n
+        for k in range(len(quantities)):
+            blocks.append((component, k, start, array.size))
+            start += array.size
+    update: dict[str, Any] = {}
+    reads: list[tuple[str, str, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+    for component in {b[0] for b in blocks}:
+        array = sensors[component]
+        mine = [(k, first, size) for c, k, first, size in blocks if c == component]
+        scen: list[npt.NDArray[np.int64]] = []
+        pos: list[npt.NDArray[np.int64]] = []
+        kind: list[npt.NDArray[np.int64]] = []
+        for k, first, size in mine:
+            hit = np.flatnonzero((rows >= first) & (rows < first + size))
+            scen.append(hit)
+            pos.append(rows[hit] - first)
+            kind.append(np.full(hit.size, k))
+        s_all, p_all, k_all = np.concatenate(scen), np.concatenate(pos), np.concatenate(kind)
+        if not s_all.size:
+            continue
+        order = np.argsort(s_all, kind="stable")
+        s_all, p_all, k_all = s_all[order], p_all[order], k_all[order]
+        upd = initialize_array("update", component, s_all.size)
+        upd["id"] = array["id"][p_all]
+        for k, (_, meas, _, resid) in enumerate(_QUANTITIES[component]):
+            sel = k_all == k
+            upd[meas][sel] = array[meas][p_all[sel]] + residuals["sigma"][rows[s_all[sel]]]
+            reads.append((component, resid, s_all[sel], p_all[sel], rows[s_all[sel]]))
+        indptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.add.at(indptr, s_all + 1, 1)
+        update[component] = {"data": upd, "indptr": np.cumsum(indptr)}
     try:
         batch = model.calculate_state_estimation(
             update_data=update,
-            output_component_types=list(scenario_of),
+            output_component_types=list(update),
             threading=threading,
             continue_on_batch_error=True,
             **options,
         )
     except PowerGridError:
-        return np.full(n_rows, np.nan)
-    sens = np.full(n_rows, np.nan)
-    start = 0
-    for component, quantities in _QUANTITIES.items():
-        array = sensors.get(component)
-        if array is None:
-            continue
-        res = batch[ComponentType(component)]
-        for k, (_, _, _, resid) in enumerate(quantities):
-            rows = np.arange(start + k * array.size, start + (k + 1) * array.size)
-            perturbed = res[resid][rows, np.arange(array.size)]
-            sens[rows] = (perturbed - residuals["residual"][rows]) / residuals["sigma"][rows]
-        start += array.size * len(quantities)
-    failed = _failed_scenarios(model, n_rows)
-    sens[failed] = np.nan
+        return sens
+    failed = _failed_scenarios(model, rows.size)
+    for component, resid, scenarios, positions, residual_rows in reads:
+        perturbed = batch[ComponentType(component)][resid][scenarios, positions]
+        value = (perturbed - residuals["residual"][residual_rows]) / residuals["sigma"][residual_rows]
+        sens[residual_rows] = np.where(failed[scenarios], np.nan, value)
     return np.clip(sens, 0.0, 1.0)
 
 
