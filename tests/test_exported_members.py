@@ -1,0 +1,69 @@
+"""The public surface is explicit: nothing leaks out of the packages by accident."""
+
+from __future__ import annotations
+
+import opendso
+import opendso.calc
+import opendso.grid
+
+EXPECTED = {
+    opendso: {
+        "CalculationError",
+        "GridSourceError",
+        "GridValidationError",
+        "InputError",
+        "OpenDSOError",
+        "__version__",
+    },
+    opendso.grid: {
+        "Finding",
+        "Grid",
+        "ProfileAssignment",
+        "Profiles",
+        "Topology",
+        "analyse_topology",
+        "assert_valid",
+        "from_pandapower",
+        "load_grid",
+        "path_from_source",
+        "read_opendss",
+        "read_pgm_json",
+        "to_pandapower",
+        "validate_grid",
+        "write_pandapower_json",
+        "write_pgm_json",
+    },
+    opendso.calc: {
+        "Case",
+        "EstimationResult",
+        "FaultType",
+        "Limits",
+        "Method",
+        "ParquetWriter",
+        "PowerFlowResult",
+        "ShortCircuitResult",
+        "TimeSeriesResult",
+        "read_measurements",
+        "run_power_flow",
+        "run_short_circuit",
+        "run_state_estimation",
+        "run_time_series",
+    },
+}
+
+
+def test_public_surface_is_pinned() -> None:
+    for module, names in EXPECTED.items():
+        assert set(module.__all__) == names, module.__name__
+        assert list(module.__all__) == sorted(module.__all__), module.__name__
+        for name in names:
+            assert getattr(module, name) is not None
+
+
+def test_importing_opendso_does_not_import_pandapower() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, opendso.grid, opendso.calc; print('pandapower' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
