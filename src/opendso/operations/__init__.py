@@ -1,0 +1,1 @@
+"""Control-room applications: alarms, the real-time cycle, switching, outages."""
