@@ -203,7 +203,12 @@ class Target:
 
     def cells(self) -> list[str]:
         """Table cells: name, measured, target, verdict, note."""
-        show = fmt_ratio if self.unit == "x" else fmt_s
+        if self.unit.endswith("/s"):
+
+            def show(v: float) -> str:
+                return f"{v:,.0f} {self.unit}"
+        else:
+            show = fmt_ratio if self.unit == "x" else fmt_s
         op = "<=" if self.kind == "max" else ">="
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[self.passed]
         return [self.name, show(self.measured), f"{op} {show(self.limit)}", verdict, self.note]

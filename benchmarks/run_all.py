@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "year": ("bench_year.py", "a year of quarter-hours on SimBench MV-urban and MVLV-urban-all"),
     "feeders": ("bench_feeders.py", "power flow, state estimation and conversion on 1k/10k/100k-node feeders"),
     "overhead": ("bench_overhead.py", "OpenDSO against power-grid-model called directly, small grid"),
+    "historian": ("bench_historian.py", "historian write throughput, SQLite and PostgreSQL"),
 }
 
 

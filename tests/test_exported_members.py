@@ -5,6 +5,8 @@ from __future__ import annotations
 import opendso
 import opendso.calc
 import opendso.grid
+import opendso.store
+import opendso.telemetry
 
 EXPECTED = {
     opendso: {
@@ -49,7 +51,50 @@ EXPECTED = {
         "run_state_estimation",
         "run_time_series",
     },
+    opendso.store: {
+        "DiskBuffer",
+        "Event",
+        "EventLog",
+        "Historian",
+        "Measurement",
+        "Quality",
+        "StoreError",
+        "StoreInputError",
+        "StoreUnavailableError",
+        "UnknownPointError",
+        "WriteResult",
+        "data_dir",
+        "default_database_url",
+    },
+    opendso.telemetry: {
+        "AdapterCounters",
+        "InProcessAdapter",
+        "Measurement",
+        "ModbusPointServer",
+        "ModbusPoller",
+        "MqttPublisher",
+        "MqttSubscriber",
+        "Point",
+        "PointMap",
+        "PointMapError",
+        "PointMapFinding",
+        "Quality",
+        "Source",
+        "TelemetryAdapter",
+        "assert_valid_against_grid",
+        "modbus_pollers",
+        "mqtt_subscribers",
+        "point_map_for_grid",
+        "read_point_map",
+        "validate_against_grid",
+        "write_point_map",
+    },
 }
+
+
+def test_one_measurement_and_one_quality_everywhere() -> None:
+    assert opendso.store.Measurement is opendso.telemetry.Measurement
+    assert opendso.store.Quality is opendso.telemetry.Quality
 
 
 def test_public_surface_is_pinned() -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import enum
 import json
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ from power_grid_model.errors import NotObservableError, PowerGridError
 from opendso.calc.powerflow import PowerFlowResult, branch_records
 from opendso.errors import InputError
 from opendso.grid.model import Grid
+
+log = logging.getLogger(__name__)
 
 #: Sensor component types this module fills and reads.
 SENSOR_TYPES: tuple[str, ...] = ("sym_voltage_sensor", "sym_power_sensor", "sym_current_sensor")
@@ -483,6 +486,15 @@ def run_state_estimation(
     """
     method = Method(method)
     sensors = {c: a for c, a in measurements.items() if c in SENSOR_TYPES and a.size}
+    if "sym_current_sensor" in sensors and _has_de_energised_nodes(grid):
+        # power-grid-model 1.13 crashes the process (segmentation fault) in state estimation with a
+        # current sensor while part of the grid is de-energised; leave current sensors out then
+        log.warning(
+            "event=current_sensors_left_out grid=%s count=%d reason=de-energised part (power-grid-model crash)",
+            grid.name,
+            sensors["sym_current_sensor"].size,
+        )
+        sensors.pop("sym_current_sensor")
     unknown = set(measurements) - set(SENSOR_TYPES)
     if unknown:
         raise InputError(f"{grid.name}: unsupported measurement component(s): {sorted(unknown)}")
@@ -648,6 +660,13 @@ def _sensitivity(
         value = (perturbed - residuals["residual"][residual_rows]) / residuals["sigma"][residual_rows]
         sens[residual_rows] = np.where(failed[scenarios], np.nan, value)
     return np.clip(sens, 0.0, 1.0)
+
+
+def _has_de_energised_nodes(grid: Grid) -> bool:
+    """Whether some node has no path to an in-service source under the present statuses."""
+    from opendso.grid.topology import analyse_topology
+
+    return not bool(analyse_topology(grid).node_energised.all())
 
 
 def _failed_scenarios(model: PowerGridModel, n: int) -> npt.NDArray[np.bool_]:

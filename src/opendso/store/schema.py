@@ -1,0 +1,51 @@
+"""The database schema of the historian and the event log (SQLAlchemy 2 Core tables).
+
+Times are stored as integer microseconds since 1970-01-01 UTC (``ts_us``): the same type,
+arithmetic and index behaviour on SQLite and PostgreSQL, so interval aggregates are one portable
+integer division and batch writes stay cheap. The API converts to and from timezone-aware UTC.
+
+The migrations under ``migrations/versions`` create exactly these tables; a test checks that
+they agree.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData()
+
+#: Registered measurement points: a stable integer id and the name used by adapters and queries.
+points = sa.Table(
+    "points",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("unit", sa.String(32), nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+)
+
+#: Append-only measurements; (point, time) is the key, so a repeated write is ignored.
+measurements = sa.Table(
+    "measurements",
+    metadata,
+    sa.Column("point_id", sa.Integer, sa.ForeignKey("points.id"), primary_key=True),
+    sa.Column("ts_us", sa.BigInteger, primary_key=True),
+    sa.Column("value", sa.Float(precision=53), nullable=True),
+    sa.Column("quality", sa.Integer, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=True),
+    sqlite_with_rowid=False,
+)
+
+#: Append-only event log (alarm transitions, commands, acknowledgements); ``seq`` only grows.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("ts_us", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(100), nullable=False),
+    sa.Column("element", sa.String(200), nullable=True),
+    sa.Column("payload", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    sqlite_autoincrement=True,
+)
