@@ -14,7 +14,7 @@ from opendso.errors import InputError
 from opendso.grid.model import Grid
 from opendso.grid.topology import analyse_topology
 from opendso.operations.alarms import Transition, group_alarms
-from opendso.operations.cycle import Reading, RealTimeCycle, is_raise
+from opendso.operations.cycle import CycleSettings, Reading, RealTimeCycle, is_raise
 from opendso.quality import Quality
 
 CODE = "simbench:1-MV-urban--0-sw"
@@ -145,3 +145,14 @@ def test_points_that_do_not_match_the_grid_are_named(grid: Grid) -> None:
         RealTimeCycle(grid, {"x/u": ("no such element", "u"), "y/switch": ("nope", "switch")})
     assert "no such element" in str(err.value)
     assert "nope" in str(err.value)
+
+
+def test_a_point_never_received_fails_only_after_the_grace_period(grid: Grid) -> None:
+    cycle = RealTimeCycle(grid, points_of(grid), settings=CycleSettings(telemetry_grace_s=10))
+    readings = field_readings(grid, T0)
+    missing = next(p for p in readings if p.endswith("/u"))
+    del readings[missing]
+    assert not [e for e in cycle.run(readings, T0).alarm_events if e.monitor == "telemetry"]
+    assert not [e for e in cycle.run(readings, T0 + timedelta(seconds=8)).alarm_events if e.monitor == "telemetry"]
+    late = [e for e in cycle.run(readings, T0 + timedelta(seconds=10)).alarm_events if e.monitor == "telemetry"]
+    assert [(e.channel, e.transition) for e in late] == [(missing, Transition.RAISED)]

@@ -361,6 +361,101 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- real time ------------------------------------------------------------------------------------
+def cmd_points(args: argparse.Namespace) -> int:
+    """Write the point map of a grid's measurement placements and switches."""
+    from opendso.telemetry.points import point_map_for_grid, write_point_map
+
+    grid = _load(args.grid)
+    point_map = point_map_for_grid(grid, protocol=args.protocol, host=args.host, port=args.port)
+    path = write_point_map(point_map, args.out)
+    print(f"{grid.name}: {len(point_map)} points ({args.protocol}) written to {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Run adapters, historian, real-time cycle and alarms headless, printing the live summary."""
+    import asyncio
+    import signal
+
+    from opendso.operations.cycle import CycleResult, CycleSettings
+    from opendso.operations.monitor import Monitor
+    from opendso.store import Historian
+    from opendso.telemetry import modbus_pollers, mqtt_subscribers
+    from opendso.telemetry.points import assert_valid_against_grid, read_point_map
+
+    grid = _load(args.grid)
+    point_map = read_point_map(args.points)
+    assert_valid_against_grid(point_map, grid)
+    historian = Historian.open(args.database_url)
+    adapters: list[Any] = [*modbus_pollers(point_map), *mqtt_subscribers(point_map, broker_url=args.broker)]
+    if point_map.sources_of("iec104"):
+        raise InputError(f"{args.points}: IEC 60870-5-104 sources are not supported by `monitor` yet")
+
+    def show(result: CycleResult) -> None:
+        summary = result.summary()
+        if args.json:
+            _emit_json(summary)
+            sys.stdout.flush()
+            return
+        active = sum(len(m.active()) for m in monitor.cycle.monitors)
+        u = (
+            f"{summary['u_min_pu']:.4f}..{summary['u_max_pu']:.4f} p.u."
+            if summary["u_min_pu"] is not None
+            else "no estimate"
+        )
+        print(
+            f"{summary['time'][11:19]} cycle {summary['timings_ms'].get('cycle', 0):7.1f} ms  "
+            f"observable {'yes' if summary['observable'] else 'NO '}  U {u}  points {summary['used_points']} "
+            f"(bad {summary['bad_points']})  alarms active {active} (+{summary['alarm_transitions']})",
+            flush=True,
+        )
+
+    monitor = Monitor(grid, point_map, historian, adapters, settings=CycleSettings(period_s=args.period), on_cycle=show)
+
+    async def main_loop() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, monitor.stop)
+        await monitor.run(duration_s=args.duration)
+
+    try:
+        asyncio.run(main_loop())
+    finally:
+        historian.close()
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Query the historian: raw values of a point, or aggregates per interval."""
+    from datetime import UTC, datetime, timedelta
+
+    from opendso.store import Historian
+
+    def when(text: str, flag: str) -> datetime:
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise InputError(f"{flag} {text}: not a time (use ISO 8601, e.g. 2026-11-23T08:00Z)") from None
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+    start = when(args.start, "--from")
+    end = when(args.end, "--to") if args.end else datetime.now(UTC)
+    historian = Historian.open(args.database_url)
+    try:
+        if args.interval:
+            frame = historian.aggregate(args.point, start, end, timedelta(seconds=args.interval))
+        else:
+            frame = historian.read_range(args.point, start, end)
+    finally:
+        historian.close()
+    if args.json:
+        _emit_json(json.loads(frame.to_json(orient="records", date_format="iso")))
+    else:
+        print(frame.to_string(index=False) if len(frame) else f"{args.point}: no values in that range")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``opendso`` command."""
     from opendso.calc.powerflow import Method
@@ -439,6 +534,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="rows to print without --json")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_shortcircuit)
+
+    p = sub.add_parser("points", help="write the point map of a grid's measurement placements and switches")
+    p.add_argument("grid", help="grid source")
+    p.add_argument("--protocol", choices=["modbus", "mqtt", "iec104"], default="modbus")
+    p.add_argument("--host", default="127.0.0.1", help="field device host (modbus, iec104)")
+    p.add_argument("--port", type=int, default=5020, help="field device port (modbus, iec104)")
+    p.add_argument("--out", required=True, help="TOML file to write")
+    p.set_defaults(func=cmd_points)
+
+    p = sub.add_parser("monitor", help="telemetry, historian, state estimation and alarms, headless")
+    p.add_argument("--grid", required=True, help="grid source")
+    p.add_argument("--points", required=True, help="point map (TOML)")
+    p.add_argument("--database-url", help="historian database (default: SQLite in the data folder)")
+    p.add_argument("--broker", help="MQTT broker URL (default: OPENDSO_MQTT_URL or mqtt://127.0.0.1:1883)")
+    p.add_argument("--period", type=float, default=2.0, help="cycle period in seconds")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--json", action="store_true", help="one JSON summary per cycle")
+    p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("history", help="query the historian")
+    p.add_argument("point", help="point name")
+    p.add_argument("--from", dest="start", required=True, help="start time (ISO 8601; UTC when no offset)")
+    p.add_argument("--to", dest="end", help="end time, exclusive (default: now)")
+    p.add_argument("--interval", type=float, help="aggregate per this many seconds (min/max/mean/count)")
+    p.add_argument("--database-url", help="historian database (default: SQLite in the data folder)")
+    p.add_argument("--json", action="store_true", help="print JSON records")
+    p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("run", help="start OpenDSO on its embedded defaults")
     p.add_argument("--grid", default="demo", help="grid source (default: demo)")

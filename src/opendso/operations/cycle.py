@@ -70,6 +70,7 @@ class CycleSettings:
     method: str = "iterative_linear"
     bad_data_threshold: float = 3.0
     voltage_sigma_pu: float = 0.005  # for node voltage points that are not sensor placements
+    telemetry_grace_s: float = 10.0  # a point never received is a telemetry failure only after this
     accuracy: Accuracy = field(default_factory=Accuracy)  # sigmas where the placements give none
 
 
@@ -258,6 +259,7 @@ class RealTimeCycle:
             "telemetry", point_names, conditions=("", "telemetry failure"), priority_alarm=Priority.MEDIUM
         )
         self._pseudo = pseudo_measurements(grid)
+        self._started: datetime | None = None
         self._in_service_loads = (
             grid.component("sym_load")["status"] == 1 if grid.count("sym_load") else np.zeros(0, bool)
         )
@@ -356,7 +358,12 @@ class RealTimeCycle:
         if self.switching.channels.size:
             uncommanded = grid.switches["closed"] != self._commanded
             events += self.switching.update_conditions(now, uncommanded)
-        failing = np.array([not (p in readings and readings[p].quality == 0) for p in self._point_names], dtype=bool)
+        if self._started is None:
+            self._started = now
+        waited = (now - self._started).total_seconds() >= self.settings.telemetry_grace_s
+        failing = np.array(
+            [readings[p].quality != 0 if p in readings else waited for p in self._point_names], dtype=bool
+        )
         events += self.telemetry.update_conditions(now, failing)
         timings["alarms"] = (_time.perf_counter() - t3) * 1e3
         timings["cycle"] = (_time.perf_counter() - t0) * 1e3
