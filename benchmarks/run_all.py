@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "feeders": ("bench_feeders.py", "power flow, state estimation and conversion on 1k/10k/100k-node feeders"),
     "overhead": ("bench_overhead.py", "OpenDSO against power-grid-model called directly, small grid"),
     "historian": ("bench_historian.py", "historian write throughput, SQLite and PostgreSQL"),
+    "realtime": ("bench_realtime.py", "real-time cycle on the demo grid and a 10,000-node grid"),
 }
 
 
