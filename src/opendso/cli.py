@@ -426,6 +426,60 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate_field(args: argparse.Namespace) -> int:
+    """Run the field simulator: a digital twin of a grid serving telemetry over the real protocols."""
+    import asyncio
+    import contextlib
+    import signal
+
+    from opendso.telemetry import FieldSimulator, read_point_map, read_scenario, with_fault_indicators
+    from opendso.telemetry.points import point_map_for_grid, write_point_map
+
+    grid = _load(args.grid)
+    if args.points:
+        point_map = read_point_map(args.points)
+    else:
+        point_map = with_fault_indicators(
+            point_map_for_grid(grid, protocol=args.protocol, host=args.host, port=args.port), grid
+        )
+    if args.write_points:
+        write_point_map(point_map, args.write_points)
+        print(f"{grid.name}: point map written to {args.write_points}", file=sys.stderr)
+    scenario = read_scenario(args.scenario) if args.scenario else None
+    options = {s.name: {"broker_url": args.broker} for s in point_map.sources_of("mqtt")} if args.broker else None
+    simulator = FieldSimulator(
+        grid,
+        point_map,
+        speed=args.speed,
+        start_step=args.start_step,
+        noise=args.noise,
+        seed=args.seed,
+        scenario=scenario,
+        server_options=options,
+    )
+
+    async def main_loop() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with simulator:
+            print(
+                f"{grid.name}: serving {len(point_map)} points at {args.speed:g}x, simulated time "
+                f"{simulator.simulated_clock().isoformat()}",
+                file=sys.stderr,
+                flush=True,
+            )
+            if args.duration is None:
+                await stop.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=args.duration)
+
+    asyncio.run(main_loop())
+    return 0
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     """Query the historian: raw values of a point, or aggregates per interval."""
     from datetime import UTC, datetime, timedelta
@@ -552,6 +606,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("--json", action="store_true", help="one JSON summary per cycle")
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("simulate-field", help="a digital twin of a grid serving telemetry (Modbus, MQTT, IEC 104)")
+    p.add_argument("grid", help="grid source with profiles (e.g. a SimBench grid)")
+    p.add_argument("--points", help="point map to serve (default: the grid's placements and switches)")
+    p.add_argument(
+        "--protocol", choices=["modbus", "mqtt", "iec104"], default="modbus", help="protocol of the generated point map"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (modbus, iec104)")
+    p.add_argument("--port", type=int, default=5020, help="port to serve on (modbus, iec104)")
+    p.add_argument("--broker", help="MQTT broker URL (default: OPENDSO_MQTT_URL or mqtt://127.0.0.1:1883)")
+    p.add_argument("--write-points", help="write the point map served to this TOML file")
+    p.add_argument("--scenario", help="scripted events (TOML)")
+    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
+    p.add_argument("--start-step", type=int, default=0, help="first profile step")
+    p.add_argument("--noise", type=float, default=1.0, help="measurement noise scale (0: exact values)")
+    p.add_argument("--seed", type=int, help="random seed of the noise")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p.set_defaults(func=cmd_simulate_field)
 
     p = sub.add_parser("history", help="query the historian")
     p.add_argument("point", help="point name")

@@ -43,6 +43,8 @@ _SENSOR_FIELDS: dict[str, dict[str, str]] = {
     "sym_power_sensor": {"p": "p_measured", "q": "q_measured"},
     "sym_current_sensor": {"i": "i_measured"},
 }
+#: Point quantities the cycle turns into state-estimation inputs or switch states.
+_STATE_QUANTITIES = frozenset({"u", "p", "q", "i", "switch"})
 _SIGMA_FIELDS = {"u_measured": "u_sigma", "p_measured": "p_sigma", "q_measured": "q_sigma", "i_measured": "i_sigma"}
 
 
@@ -138,6 +140,8 @@ def _bind(grid: Grid, points: Mapping[str, tuple[str, str]]) -> _Binding:
     switches: dict[str, int] = {}
     problems: list[str] = []
     for point, (element, quantity) in points.items():
+        if quantity not in _STATE_QUANTITIES:
+            continue  # fault-passage indicators, taps, ... are not inputs of the state estimate
         if quantity == "switch":
             if element in switch_rows:
                 switches[point] = switch_rows[element]

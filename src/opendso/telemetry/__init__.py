@@ -20,13 +20,25 @@ from opendso.telemetry.points import (
     write_point_map,
 )
 from opendso.telemetry.quality import Quality
+from opendso.telemetry.scenario import Scenario, ScenarioError, ScenarioEvent, read_scenario
+from opendso.telemetry.simulator import (
+    FieldServer,
+    FieldSimulator,
+    ModbusFieldServer,
+    MqttFieldServer,
+    with_fault_indicators,
+)
 
 __all__ = [
     "AdapterCounters",
+    "FieldServer",
+    "FieldSimulator",
     "InProcessAdapter",
     "Measurement",
+    "ModbusFieldServer",
     "ModbusPointServer",
     "ModbusPoller",
+    "MqttFieldServer",
     "MqttPublisher",
     "MqttSubscriber",
     "Point",
@@ -34,6 +46,9 @@ __all__ = [
     "PointMapError",
     "PointMapFinding",
     "Quality",
+    "Scenario",
+    "ScenarioError",
+    "ScenarioEvent",
     "Source",
     "TelemetryAdapter",
     "assert_valid_against_grid",
@@ -41,6 +56,8 @@ __all__ = [
     "mqtt_subscribers",
     "point_map_for_grid",
     "read_point_map",
+    "read_scenario",
     "validate_against_grid",
+    "with_fault_indicators",
     "write_point_map",
 ]

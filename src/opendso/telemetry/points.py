@@ -92,6 +92,7 @@ QUANTITIES: Mapping[str, str] = {
     "i": "A",
     "i_angle": "rad",
     "switch": "",  # 1 closed, 0 open
+    "fpi": "",  # fault-passage indicator: 1 picked up, 0 not
     "tap": "",
     "f": "Hz",
     "soc": "",  # state of charge, fraction
@@ -513,7 +514,14 @@ def validate_against_grid(point_map: PointMap, grid: Grid) -> list[PointMapFindi
     switches = {str(n) for n in grid.switch_names}
     findings = []
     for p in point_map.points:
-        if p.quantity == "switch":
+        if p.quantity == "fpi":
+            if p.element not in switches and p.element not in names:
+                findings.append(
+                    PointMapFinding(
+                        point_map.file, p.name, "element", f"no switch or sensor {p.element!r} in grid {grid.name}"
+                    )
+                )
+        elif p.quantity == "switch":
             if p.element not in switches and p.element not in names:
                 findings.append(
                     PointMapFinding(point_map.file, p.name, "element", f"no switch {p.element!r} in grid {grid.name}")
