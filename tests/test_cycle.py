@@ -156,3 +156,14 @@ def test_a_point_never_received_fails_only_after_the_grace_period(grid: Grid) ->
     assert not [e for e in cycle.run(readings, T0 + timedelta(seconds=8)).alarm_events if e.monitor == "telemetry"]
     late = [e for e in cycle.run(readings, T0 + timedelta(seconds=10)).alarm_events if e.monitor == "telemetry"]
     assert [(e.channel, e.transition) for e in late] == [(missing, Transition.RAISED)]
+
+
+def test_an_unobservable_estimate_is_itself_an_alarm(grid: Grid) -> None:
+    cycle = RealTimeCycle(grid, points_of(grid), settings=CycleSettings(telemetry_grace_s=1e9))
+    result = cycle.run({}, T0)  # no telemetry at all: only pseudo-measurements, no voltage reference
+    assert not result.observable
+    raised = [(e.monitor, e.channel) for e in result.alarm_events if e.transition == Transition.RAISED]
+    assert ("system", "state estimation") in raised
+    healthy = cycle.run(field_readings(grid, T0), T0 + timedelta(seconds=2))
+    cleared = [(e.monitor, e.channel) for e in healthy.alarm_events if e.transition == Transition.CLEARED]
+    assert ("system", "state estimation") in cleared

@@ -262,6 +262,13 @@ class RealTimeCycle:
         self.telemetry = AlarmMonitor(
             "telemetry", point_names, conditions=("", "telemetry failure"), priority_alarm=Priority.MEDIUM
         )
+        # the cycle watches itself: an estimate that fails and a cycle slower than its period
+        self.system = AlarmMonitor(
+            "system",
+            ["state estimation", "cycle time"],
+            conditions=("", "failure"),
+            priority_alarm=Priority.HIGH,
+        )
         self._pseudo = pseudo_measurements(grid)
         self._started: datetime | None = None
         self._in_service_loads = (
@@ -271,7 +278,7 @@ class RealTimeCycle:
     @property
     def monitors(self) -> tuple[AlarmMonitor, ...]:
         """Every alarm monitor of the cycle."""
-        return (self.voltage, self.loading, self.supply, self.switching, self.telemetry)
+        return (self.voltage, self.loading, self.supply, self.switching, self.telemetry, self.system)
 
     def command_switch(self, switch_name: str, closed: bool) -> None:
         """Record that a switch was commanded (its next change in telemetry is then expected)."""
@@ -369,6 +376,8 @@ class RealTimeCycle:
             [readings[p].quality != 0 if p in readings else waited for p in self._point_names], dtype=bool
         )
         events += self.telemetry.update_conditions(now, failing)
+        elapsed_s = _time.perf_counter() - t0
+        events += self.system.update_conditions(now, [not est.converged, elapsed_s > self.settings.period_s])
         timings["alarms"] = (_time.perf_counter() - t3) * 1e3
         timings["cycle"] = (_time.perf_counter() - t0) * 1e3
         return CycleResult(
