@@ -30,6 +30,22 @@ def _cached_grid(source: str) -> Grid:
         return load_grid(source)
 
 
+def feeder_breaker(grid: Grid) -> int:
+    """Row of a closed switch whose opening de-energises part of exactly one feeder (a feeder breaker)."""
+    import numpy as np
+
+    from opendso.grid.topology import analyse_topology
+
+    feeders = analyse_topology(grid).node_feeder
+    for row in np.flatnonzero(grid.switches["closed"] == 1):
+        closed = grid.switches["closed"].copy()
+        closed[row] = 0
+        dead = ~analyse_topology(grid.with_switch_states(closed)).node_energised
+        if dead.sum() > 5 and len(set(feeders[dead].tolist())) == 1:
+            return int(row)
+    raise AssertionError(f"{grid.name}: no feeder breaker found")
+
+
 @pytest.fixture(scope="session")
 def grid_of() -> Callable[[str], Grid]:
     """Return a loader that reads each grid source once per test session."""

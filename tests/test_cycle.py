@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from conftest import feeder_breaker
 
 from opendso.calc.estimation import measurements_from_power_flow
 from opendso.calc.powerflow import run_power_flow
@@ -76,24 +77,12 @@ def test_estimated_state_reproduces_the_field(grid: Grid) -> None:
     assert set(result.timings_ms) == {"topology", "measurements", "state_estimation", "alarms", "cycle"}
 
 
-def _breaker_with_load(grid: Grid) -> int:
-    """A closed switch whose opening de-energises part of exactly one feeder (a feeder breaker)."""
-    feeders = analyse_topology(grid).node_feeder
-    for row in np.flatnonzero(grid.switches["closed"] == 1):
-        closed = grid.switches["closed"].copy()
-        closed[row] = 0
-        dead = ~analyse_topology(grid.with_switch_states(closed)).node_energised
-        if dead.sum() > 5 and len(set(feeders[dead].tolist())) == 1:
-            return int(row)
-    raise AssertionError("no feeder breaker found")
-
-
 def test_breaker_trip_gives_one_alarm_group_and_an_uncommanded_change(grid: Grid) -> None:
     topo = analyse_topology(grid)
     cycle = RealTimeCycle(grid, points_of(grid), feeder_of_node=topo.node_feeder)
     readings = field_readings(grid, T0)
     cycle.run(readings, T0)
-    breaker = _breaker_with_load(grid)
+    breaker = feeder_breaker(grid)
     name = str(grid.switch_names[breaker])
     tripped = dict(readings)
     tripped[f"{name}/switch"] = Reading(0.0, 0, T0 + timedelta(seconds=2))
@@ -114,7 +103,7 @@ def test_commanded_switching_is_not_an_alarm(grid: Grid) -> None:
     cycle = RealTimeCycle(grid, points_of(grid))
     readings = field_readings(grid, T0)
     cycle.run(readings, T0)
-    breaker = _breaker_with_load(grid)
+    breaker = feeder_breaker(grid)
     name = str(grid.switch_names[breaker])
     cycle.command_switch(name, closed=False)
     opened = dict(readings)

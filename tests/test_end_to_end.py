@@ -10,11 +10,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import feeder_breaker
 
 from opendso.grid.model import Grid
-from opendso.grid.topology import analyse_topology
 from opendso.store import Historian
 
 CODE = "simbench:1-MV-urban--0-sw"
@@ -26,18 +25,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def feeder_breaker(grid: Grid) -> str:
-    """A closed switch whose opening de-energises part of exactly one feeder."""
-    feeders = analyse_topology(grid).node_feeder
-    for row in np.flatnonzero(grid.switches["closed"] == 1):
-        closed = grid.switches["closed"].copy()
-        closed[row] = 0
-        dead = ~analyse_topology(grid.with_switch_states(closed)).node_energised
-        if dead.sum() > 5 and len(set(feeders[dead].tolist())) == 1:
-            return str(grid.switch_names[row])
-    raise AssertionError("no feeder breaker")
-
-
 async def opendso(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "opendso.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -47,7 +34,7 @@ async def opendso(*args: str) -> asyncio.subprocess.Process:
 @pytest.mark.asyncio
 async def test_simulated_breaker_trip_reaches_the_event_log(grid_of: Callable[[str], Grid], tmp_path: Path) -> None:
     grid = grid_of(CODE)
-    breaker = feeder_breaker(grid)
+    breaker = str(grid.switch_names[feeder_breaker(grid)])
     port = free_port()
     points = tmp_path / "points.toml"
     scenario = tmp_path / "scenario.toml"

@@ -32,7 +32,7 @@ def _field(grid: Grid, when: datetime) -> list[Measurement]:
 
 @pytest.mark.asyncio
 async def test_monitor_stores_everything_and_logs_a_breaker_trip(grid: Grid, tmp_path: Path) -> None:
-    from test_cycle import _breaker_with_load
+    from conftest import feeder_breaker
 
     point_map = point_map_for_grid(grid, protocol="mqtt")
     historian = Historian.open(f"sqlite:///{tmp_path / 'h.db'}")
@@ -44,7 +44,7 @@ async def test_monitor_stores_everything_and_logs_a_breaker_trip(grid: Grid, tmp
     t0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
     known = {p.name for p in point_map.points}
     first = [m for m in _field(grid, t0) if m.point in known]
-    breaker = str(grid.switch_names[_breaker_with_load(grid)])
+    breaker = str(grid.switch_names[feeder_breaker(grid)])
 
     async def feed() -> None:
         await adapter.push(first)

@@ -49,7 +49,7 @@ from power_grid_model import FaultType as PgmFaultType
 from power_grid_model.errors import PowerGridError
 
 from opendso.errors import CalculationError, InputError
-from opendso.grid.model import Grid
+from opendso.grid.model import BRANCH_COMPONENTS, Grid
 
 #: Short-circuit power assumed for a source whose data give none (pandapower's suggested value).
 DEFAULT_SOURCE_SK_VA = 1e9
@@ -65,19 +65,10 @@ LINE_ALPHA_PER_K = 0.004
 LOW_VOLTAGE_LIMIT_V = 1000.0
 
 #: Branch components whose currents can be reported.
-_BRANCHES: tuple[str, ...] = ("line", "asym_line", "generic_branch", "link", "transformer")
+_BRANCHES: tuple[str, ...] = BRANCH_COMPONENTS
 #: Components power-grid-model needs for a short circuit; loads, generators, shunts and
 #: regulators are left out.
-_SC_COMPONENTS: tuple[str, ...] = (
-    "node",
-    "line",
-    "asym_line",
-    "link",
-    "generic_branch",
-    "transformer",
-    "three_winding_transformer",
-    "source",
-)
+_SC_COMPONENTS: tuple[str, ...] = ("node", *BRANCH_COMPONENTS, "three_winding_transformer", "source")
 
 
 class FaultType(enum.StrEnum):
