@@ -203,10 +203,11 @@ class Target:
 
     def cells(self) -> list[str]:
         """Table cells: name, measured, target, verdict, note."""
+        show: Callable[[float | None], str]
         if self.unit.endswith("/s"):
 
-            def show(v: float) -> str:
-                return f"{v:,.0f} {self.unit}"
+            def show(v: float | None) -> str:
+                return "-" if v is None else f"{v:,.0f} {self.unit}"
         else:
             show = fmt_ratio if self.unit == "x" else fmt_s
         op = "<=" if self.kind == "max" else ">="

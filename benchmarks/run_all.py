@@ -31,6 +31,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "overhead": ("bench_overhead.py", "OpenDSO against power-grid-model called directly, small grid"),
     "historian": ("bench_historian.py", "historian write throughput, SQLite and PostgreSQL"),
     "realtime": ("bench_realtime.py", "real-time cycle on the demo grid and a 10,000-node grid"),
+    "ingest": (
+        "bench_ingest.py",
+        "end-to-end ingest through MQTT/Modbus from the field simulator, trip-to-alarm latency",
+    ),
 }
 
 

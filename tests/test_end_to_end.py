@@ -32,7 +32,10 @@ async def opendso(*args: str) -> asyncio.subprocess.Process:
 
 
 @pytest.mark.asyncio
-async def test_simulated_breaker_trip_reaches_the_event_log(grid_of: Callable[[str], Grid], tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["modbus", "iec104", "mqtt"])
+async def test_simulated_breaker_trip_reaches_the_event_log(
+    grid_of: Callable[[str], Grid], tmp_path: Path, protocol: str
+) -> None:
     grid = grid_of(CODE)
     breaker = str(grid.switch_names[feeder_breaker(grid)])
     port = free_port()

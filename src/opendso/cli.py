@@ -390,7 +390,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     historian = Historian.open(args.database_url)
     adapters: list[Any] = [*modbus_pollers(point_map), *mqtt_subscribers(point_map, broker_url=args.broker)]
     if point_map.sources_of("iec104"):
-        raise InputError(f"{args.points}: IEC 60870-5-104 sources are not supported by `monitor` yet")
+        from opendso.telemetry.iec104 import iec104_clients
+
+        adapters += iec104_clients(point_map)
 
     def show(result: CycleResult) -> None:
         summary = result.summary()

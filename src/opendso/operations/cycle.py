@@ -377,7 +377,8 @@ class RealTimeCycle:
         )
         events += self.telemetry.update_conditions(now, failing)
         elapsed_s = _time.perf_counter() - t0
-        events += self.system.update_conditions(now, [not est.converged, elapsed_s > self.settings.period_s])
+        # right after start-up the first values are still on their way: no estimate is expected yet
+        events += self.system.update_conditions(now, [not est.converged and waited, elapsed_s > self.settings.period_s])
         timings["alarms"] = (_time.perf_counter() - t3) * 1e3
         timings["cycle"] = (_time.perf_counter() - t0) * 1e3
         return CycleResult(

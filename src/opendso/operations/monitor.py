@@ -68,6 +68,7 @@ class Monitor:
     on_cycle: CycleCallback | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     stats: MonitorStats = field(default_factory=MonitorStats)
+    max_write_rows: int = 50_000
 
     def __post_init__(self) -> None:
         self.historian.register_points({p.name: p.unit or None for p in self.point_map.points})
@@ -85,7 +86,15 @@ class Monitor:
 
     # -- ingest ---------------------------------------------------------------------------------------
     async def _ingest(self, adapter: TelemetryAdapter) -> None:
-        async for batch in adapter.batches():
+        async for first in adapter.batches():
+            # everything queued while the last write ran goes in one write (one transaction), up
+            # to a cap, so ingest keeps up with protocols that deliver many small batches
+            batch = list(first)
+            while len(batch) < self.max_write_rows:
+                more = adapter.drain_up_to(self.max_write_rows - len(batch))
+                if not more:
+                    break
+                batch += more
             self.accept(batch)
             await asyncio.to_thread(self.historian.write, batch)
 

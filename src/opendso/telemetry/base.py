@@ -127,6 +127,13 @@ class TelemetryAdapter:
             out.extend(self._queue.get_nowait())
         return out
 
+    def drain_up_to(self, limit: int) -> list[Measurement]:
+        """Return whole queued batches, without waiting, until at least ``limit`` measurements or the queue is empty."""
+        out: list[Measurement] = []
+        while len(out) < limit and not self._queue.empty():
+            out.extend(self._queue.get_nowait())
+        return out
+
     async def _publish(self, batch: list[Measurement]) -> None:
         if not batch:
             return

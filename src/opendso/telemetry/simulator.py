@@ -245,9 +245,70 @@ class MqttFieldServer:
         self.online = online
 
 
+class Iec104FieldServer:
+    """An IEC 60870-5-104 RTU (c104, an optional extra) serving one source's points.
+
+    Values go out spontaneously on change; lost points are served with quality NT|IV; going
+    offline stops the server (clients see the link drop) and coming back starts it on the same
+    port. Single and double commands on switch points and set-points on generator ``p`` points
+    become simulator commands.
+    """
+
+    def __init__(
+        self, point_map: PointMap, source: Source, on_command: CommandCallback, options: Mapping[str, Any]
+    ) -> None:
+        from opendso.telemetry.iec104 import Iec104Server
+
+        self.name = f"iec104:{source.name}"
+
+        def command(point: str, value: float) -> bool:
+            try:
+                on_command(point, value)
+            except InputError:
+                return False
+            return True
+
+        self.server = Iec104Server.for_source(point_map, source.name, on_command=command, **dict(options))
+        self.points = frozenset(self.server.points)
+        self._lost: frozenset[str] = frozenset()
+        self.online = True
+
+    async def start(self) -> None:
+        """Start the RTU."""
+        await self.server.start()
+        self.online = True
+
+    async def stop(self) -> None:
+        """Stop the RTU."""
+        await self.server.stop()
+
+    async def publish(self, values: Mapping[str, tuple[float, Quality]], *, at: datetime) -> None:
+        """Serve the values (lost points with quality not topical and invalid)."""
+        if not self.online:
+            return
+        mine = {
+            name: (value, (quality | Quality.NT | Quality.IV) if name in self._lost else quality)
+            for name, (value, quality) in values.items()
+            if name in self.points
+        }
+        self.server.set_values(mine)
+
+    async def set_lost(self, points: frozenset[str]) -> None:
+        """Serve these points as not topical and invalid from now on."""
+        self._lost = points & self.points
+
+    async def set_online(self, online: bool) -> None:
+        """Stop (False) or restart (True) the RTU on the same port."""
+        if online and not self.online:
+            await self.server.start()
+        elif not online and self.online:
+            await self.server.stop()
+        self.online = online
+
+
 def default_server_factories() -> dict[str, ServerFactory]:
-    """Return the built-in server factories by protocol: ``modbus`` and ``mqtt`` (``iec104`` plugs in here)."""
-    return {"modbus": ModbusFieldServer, "mqtt": MqttFieldServer}
+    """Return the built-in server factories by protocol: ``modbus``, ``mqtt`` and ``iec104`` (needs c104)."""
+    return {"modbus": ModbusFieldServer, "mqtt": MqttFieldServer, "iec104": Iec104FieldServer}
 
 
 @dataclass
@@ -575,6 +636,7 @@ class FieldSimulator:
             self._dirty = True
             if closed and self._fault_switch == row:
                 self._clear_fault()
+        self._wake.set()  # publish the change at once, not at the next period
         log.info("event=sim_switch switch=%s closed=%s", name, closed)
 
     def set_generator_p(self, name: str, p_w: float | None) -> None:
@@ -582,12 +644,14 @@ class FieldSimulator:
         row = self._generator(name)
         self._gen_p_set[row] = np.nan if p_w is None else float(p_w)
         self._dirty = True
+        self._wake.set()
         log.info("event=sim_generator_setpoint generator=%s p_w=%s", name, p_w)
 
     def set_generator_status(self, name: str, on: bool) -> None:
         """Switch generator ``name`` on or off (a DER trip)."""
         self._gen_on[self._generator(name)] = 1 if on else 0
         self._dirty = True
+        self._wake.set()
 
     def apply_command(self, point: str, value: float) -> None:
         """Apply a command received on ``point``: a switch (0 open, 1 close) or a generator's ``p`` set-point."""
