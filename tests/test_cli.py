@@ -171,8 +171,16 @@ def test_shortcircuit_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert "no such bus" in err
 
 
-def test_run_starts_on_the_demo_grid(capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, _ = run_cli(capsys, "run")
-    assert status == 0
-    assert "grid demo" in out
-    assert "power flow converged" in out
+def test_run_starts_on_the_demo_grid_and_stops_cleanly(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "opendso.cli", "run", "--data-dir", str(tmp_path), "--duration", "8", "--speed", "600"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "control room on grid demo" in proc.stdout
+    assert "stopped cleanly" in proc.stdout
+    assert "simulated" in proc.stdout  # live status lines
+    assert (tmp_path / "opendso.db").is_file()

@@ -345,19 +345,46 @@ def cmd_shortcircuit(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Start OpenDSO on its embedded defaults (for now: load the demo grid and run its first day)."""
-    from opendso.calc.powerflow import run_power_flow
-    from opendso.calc.timeseries import run_time_series
+    """Start the control room on embedded defaults: simulated field, telemetry, historian, cycle, alarms."""
+    import asyncio
+
+    from opendso.operations.cycle import CycleResult
+    from opendso.runtime import ControlRoomProcess
+    from opendso.store import data_dir
 
     grid = _load(args.grid)
-    print(f"OpenDSO {__version__}: grid {grid.name}, {grid.count('node')} nodes")
-    _print_powerflow(run_power_flow(grid))
-    if grid.profiles is not None:
-        result = run_time_series(grid, stop=min(96, grid.profiles.steps)).to_dict(with_steps=False)
-        print(
-            f"  first day ({result['steps']} quarter-hours): voltage {result['u_min_pu']:.4f} .. "
-            f"{result['u_max_pu']:.4f} p.u., max loading {result['max_loading'] * 100:.1f} %"
-        )
+    folder = Path(args.data_dir) if args.data_dir else data_dir()
+    last_alarms = {"count": -1}
+
+    def show(result: CycleResult) -> None:
+        summary = result.summary()
+        active = sum(len(m.active()) for m in process.monitor.cycle.monitors)
+        if result.alarm_events or active != last_alarms["count"]:
+            last_alarms["count"] = active
+            sim = process.simulator.simulated_clock().strftime("%H:%M")
+            u = (
+                f"{summary['u_min_pu']:.3f}..{summary['u_max_pu']:.3f} p.u."
+                if summary["u_min_pu"] is not None
+                else "no estimate"
+            )
+            print(
+                f"  simulated {sim}  cycle {summary['timings_ms'].get('cycle', 0):6.1f} ms  U {u}  "
+                f"alarms active {active} (+{len(result.alarm_events)} transitions)",
+                flush=True,
+            )
+
+    process = ControlRoomProcess(
+        grid, folder, database_url=args.database_url, broker_url=args.broker, speed=args.speed, on_cycle=show
+    )
+    protocol = "MQTT via " + args.broker if args.broker else "Modbus TCP on loopback"
+    print(
+        f"OpenDSO {__version__}: control room on grid {grid.name} ({grid.count('node')} nodes, "
+        f"{len(process.point_map)} points over {protocol}), data folder {folder}, "
+        f"simulated clock {args.speed:g}x from {process.simulator.simulated_clock():%Y-%m-%d %H:%M}. Ctrl-C stops.",
+        flush=True,
+    )
+    asyncio.run(process.run(duration_s=args.duration))
+    print("OpenDSO stopped cleanly.", flush=True)
     return 0
 
 
@@ -636,8 +663,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON records")
     p.set_defaults(func=cmd_history)
 
-    p = sub.add_parser("run", help="start OpenDSO on its embedded defaults")
+    p = sub.add_parser("run", help="start the control room on embedded defaults (simulated field, SQLite)")
     p.add_argument("--grid", default="demo", help="grid source (default: demo)")
+    p.add_argument("--data-dir", help="data folder (default: OPENDSO_DATA_DIR or ~/.local/share/opendso)")
+    p.add_argument("--database-url", help="historian database (default: SQLite in the data folder)")
+    p.add_argument("--broker", help="MQTT broker URL: simulated field over MQTT instead of Modbus TCP")
+    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     p.set_defaults(func=cmd_run)
     return parser
 
