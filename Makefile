@@ -10,7 +10,7 @@ FIND_PYTHON = for p in python3.13 python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pye
 	if command -v "$$p" >/dev/null 2>&1 && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then \
 	command -v "$$p"; break; fi; done
 
-.PHONY: run test bench lint typecheck unit venv clean
+.PHONY: run test bench lint typecheck unit venv clean browser
 
 $(STAMP): pyproject.toml
 	@py="$$($(FIND_PYTHON))"; \
@@ -33,7 +33,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+# The web UI tests drive Debian's Chromium through Playwright (no browser download): install it
+# when it is missing and we may (root, or CI); otherwise say how.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
+	  if [ "$$CI" = true ] || [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium" >&2; \
+	  else echo "web UI tests need Chromium: sudo apt-get install chromium" >&2; fi; }
+
+unit: $(STAMP) browser
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck unit
