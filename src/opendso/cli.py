@@ -663,6 +663,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON records")
     p.set_defaults(func=cmd_history)
 
+    from opendso.service.audit import add_audit_parser, audit_verify_command
+    from opendso.service.security import add_users_parser, users_command
+
+    add_users_parser(sub).set_defaults(func=users_command)
+    add_audit_parser(sub).set_defaults(func=audit_verify_command)
+
     p = sub.add_parser("run", help="start the control room on embedded defaults (simulated field, SQLite)")
     p.add_argument("--grid", default="demo", help="grid source (default: demo)")
     p.add_argument("--data-dir", help="data folder (default: OPENDSO_DATA_DIR or ~/.local/share/opendso)")

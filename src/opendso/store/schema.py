@@ -49,3 +49,4 @@ events = sa.Table(
     sa.Column("payload", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
     sqlite_autoincrement=True,
 )
+from opendso.store import security_schema as _security_schema  # noqa: E402,F401  (users, sessions, audit)

@@ -1,0 +1,552 @@
+"""The control room's runtime: the grid, the latest estimated state, alarms and live subscribers.
+
+:class:`ControlRoom` is what the web service talks to. It holds the grid and its drawing
+coordinates, the real-time cycle's alarm monitors (from a :class:`Monitor`, or a bare
+:class:`RealTimeCycle` in tests), the historian and its event log, the audit trail and,
+optionally, the field simulator whose clock the status bar shows. Every cycle result goes to
+:meth:`ControlRoom.publish` (the monitor's ``on_cycle`` callback), which keeps it as the latest
+state and pushes a ``state``, ``alarm`` and ``status`` message to every WebSocket subscriber.
+Operator actions (acknowledge, shelve, shift notes) go through it to the alarm monitors and
+are appended to the event log and the audit trail.
+
+Grids without geography are drawn as a layered schematic (:func:`schematic_layout`): the depth
+from the source along the topology's source tree is ``-y`` and leaves are spread along ``x`` in
+depth-first order, each parent centred over its children; numpy only, one loop per depth level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+import sqlalchemy as sa
+from scipy.sparse import csgraph
+
+from opendso.errors import InputError
+from opendso.grid.model import BRANCH_COMPONENTS, SENSOR_COMPONENTS, Grid
+from opendso.grid.topology import analyse_topology
+from opendso.operations.alarms import AlarmEvent, AlarmMonitor
+from opendso.operations.cycle import CycleResult, Reading, RealTimeCycle
+from opendso.operations.monitor import Monitor, alarm_event_payload
+from opendso.service.audit import AuditTrail
+from opendso.store.historian import Historian
+from opendso.store.schema import events as events_table
+
+log = logging.getLogger(__name__)
+
+SHIFT_NOTE = "shift.note"
+_SUBSCRIBER_QUEUE = 256
+
+
+class NotFoundError(InputError):
+    """An id, alarm key or point the control room does not know (HTTP 404)."""
+
+
+class ConflictError(InputError):
+    """The request is well formed but does not fit the present state (HTTP 409)."""
+
+
+@dataclass
+class _Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[dict[str, Any]]
+
+
+def _finite(value: Any) -> Any:
+    """Return a JSON-safe scalar: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def schematic_layout(grid: Grid, pred_node: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.float64]:
+    """Return (n, 2) schematic coordinates: x spreads the tree's leaves, y = -depth from the source.
+
+    ``pred_node`` is the row of each node's predecessor towards the source (-1 for roots), as in
+    :attr:`Topology.pred_node`; nodes the source tree does not reach are roots of their own.
+    """
+    n = grid.count("node")
+    if n == 0:
+        return np.zeros((0, 2))
+    pred = analyse_topology(grid).pred_node if pred_node is None else np.asarray(pred_node, dtype=np.int64)
+    pred = np.where((pred >= 0) & (pred < n), pred, -1)
+    # depth level by level from the roots: one sparse row gather per level
+    depth = np.full(n, -1, dtype=np.int64)
+    depth[pred < 0] = 0
+    frontier = np.flatnonzero(pred < 0)
+    children_of = sp.csr_array((np.ones(int((pred >= 0).sum())), (pred[pred >= 0], np.flatnonzero(pred >= 0))), (n, n))
+    level = 0
+    levels: list[npt.NDArray[np.int64]] = []
+    while frontier.size:
+        levels.append(frontier)
+        level += 1
+        nxt = np.unique(children_of[frontier].indices) if frontier.size else np.zeros(0, np.int64)
+        nxt = nxt[depth[nxt] < 0]
+        depth[nxt] = level
+        frontier = nxt.astype(np.int64)
+    depth[depth < 0] = 0
+    # depth-first order from a virtual super-root over all roots
+    roots = np.flatnonzero(pred < 0)
+    rows = np.concatenate([np.full(roots.size, n), pred[pred >= 0]])
+    cols = np.concatenate([roots, np.flatnonzero(pred >= 0)])
+    tree = sp.csr_array((np.ones(rows.size), (rows, cols)), shape=(n + 1, n + 1))
+    order = csgraph.depth_first_order(tree, n, directed=True, return_predecessors=False)
+    order = order[order < n]
+    n_children = np.bincount(pred[pred >= 0], minlength=n)
+    x = np.full(n, np.nan)
+    leaves = order[n_children[order] == 0]
+    x[leaves] = np.arange(leaves.size, dtype=float)
+    for lvl in reversed(levels[1:]):
+        # parents of this level take the mean x of their children
+        has = lvl[~np.isnan(x[lvl])]
+        parents = pred[has]
+        sums = np.bincount(parents, weights=x[has], minlength=n)
+        counts = np.bincount(parents, minlength=n)
+        done = np.flatnonzero(counts)
+        x[done] = sums[done] / counts[done]
+    x[np.isnan(x)] = 0.0
+    return np.column_stack([x, -depth.astype(float)])
+
+
+class ControlRoom:
+    """The runtime behind the web service (see the module docstring)."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        historian: Historian,
+        *,
+        monitor: Monitor | None = None,
+        cycle: RealTimeCycle | None = None,
+        points: Mapping[str, tuple[str, str]] | None = None,
+        simulator: Any | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        """Serve ``grid`` from ``historian``; alarms come from ``monitor.cycle`` or ``cycle``.
+
+        ``points`` (point name -> (element, quantity)) lists the measurement points (taken from
+        the monitor's point map when a monitor is given). ``simulator`` (a FieldSimulator) gives
+        the simulated clock. ``clock`` is the wall clock (UTC).
+        """
+        if monitor is not None:
+            cycle = monitor.cycle
+            points = {p.name: (p.element, p.quantity) for p in monitor.point_map.points}
+        self.grid = grid
+        self.historian = historian
+        self.monitor = monitor
+        self.cycle = cycle
+        self.points: dict[str, tuple[str, str]] = dict(points or {})
+        self.simulator = simulator
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.audit = AuditTrail(historian.engine)
+        self.latest: CycleResult | None = None
+        self._readings: dict[str, Reading] = {}
+        self._state: dict[str, Any] | None = None
+        self._subscribers: list[_Subscriber] = []
+        self._lock = threading.RLock()
+        topo = analyse_topology(grid)
+        self._feeder_of_node = topo.node_feeder
+        self._grid_view = self._build_grid_view(grid, topo.pred_node)
+        self._element_index = self._build_element_index(grid)
+
+    # -- alarm monitors ----------------------------------------------------------------------------------
+    @property
+    def monitors(self) -> tuple[AlarmMonitor, ...]:
+        """The alarm monitors of the real-time cycle (none without a cycle)."""
+        return self.cycle.monitors if self.cycle is not None else ()
+
+    def _monitor_and_channel(self, key: str) -> tuple[AlarmMonitor, str]:
+        name, sep, channel = key.partition(":")
+        for monitor in self.monitors:
+            if monitor.name == name and sep:
+                if not bool((monitor.channels == channel).any()):
+                    break
+                return monitor, channel
+        raise NotFoundError(f"no alarm with key {key!r} (keys are '<monitor>:<channel>')")
+
+    # -- the cycle ---------------------------------------------------------------------------------------
+    def run_cycle(self, readings: Mapping[str, Reading], now: datetime | None = None) -> CycleResult:
+        """Run one cycle of the bare :class:`RealTimeCycle` on ``readings``, log its alarms and publish it."""
+        if self.cycle is None:
+            raise ConflictError("the control room has no real-time cycle")
+        now = now or self.clock()
+        self._readings = dict(readings)
+        result = self.cycle.run(self._readings, now)
+        for event in result.alarm_events:
+            self.historian.events.append(
+                f"alarm.{event.transition.value}",
+                actor="opendso",
+                element=event.key,
+                payload=alarm_event_payload(event),
+                ts=event.time,
+            )
+        self.publish(result)
+        return result
+
+    def publish(self, result: CycleResult) -> None:
+        """Keep a cycle result as the latest state and push it to every subscriber (thread-safe)."""
+        with self._lock:
+            self.latest = result
+            self._state = None
+            state = self.state()
+        self._broadcast({"type": "state", **state})
+        for event in result.alarm_events:
+            self._broadcast({"type": "alarm", "event": event.to_dict()})
+        self._broadcast({"type": "status", **self.status()})
+
+    # -- subscribers -------------------------------------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        """Return a queue that receives every message from now on (call from the subscriber's event loop)."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_SUBSCRIBER_QUEUE)
+        with self._lock:
+            self._subscribers.append(_Subscriber(asyncio.get_running_loop(), queue))
+        log.info("event=subscriber_added subscribers=%d", len(self._subscribers))
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        """Stop sending to a queue."""
+        with self._lock:
+            self._subscribers = [s for s in self._subscribers if s.queue is not queue]
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many WebSocket clients listen."""
+        return len(self._subscribers)
+
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for sub in subscribers:
+            if sub.loop.is_closed():
+                self.unsubscribe(sub.queue)
+                continue
+            sub.loop.call_soon_threadsafe(_offer, sub.queue, message)
+
+    # -- views -------------------------------------------------------------------------------------------
+    def grid_view(self) -> dict[str, Any]:
+        """The grid for drawing: nodes with coordinates, branches and switches (see the API contract)."""
+        view = dict(self._grid_view)
+        grid = self.cycle.grid if self.cycle is not None else self.grid
+        view["switches"] = [
+            {**s, "closed": bool(c)} for s, c in zip(view["switches"], grid.switches["closed"].tolist(), strict=True)
+        ]
+        return view
+
+    def _build_grid_view(self, grid: Grid, pred_node: npt.NDArray[np.int64]) -> dict[str, Any]:
+        node = grid.component("node")
+        xy = np.asarray(grid.node_xy, dtype=float)
+        geographic = bool(xy.shape == (node.size, 2) and node.size and np.isfinite(xy).all())
+        if not geographic:
+            xy = schematic_layout(grid, pred_node)
+        names = grid.names_of("node")
+        feeders = self._feeder_of_node
+        nodes = [
+            {
+                "id": int(i),
+                "name": str(nm),
+                "x": float(x),
+                "y": float(y),
+                "u_rated_kv": float(u) / 1e3,
+                "feeder": int(f),
+            }
+            for i, nm, x, y, u, f in zip(
+                node["id"].tolist(),
+                names,
+                xy[:, 0].tolist(),
+                xy[:, 1].tolist(),
+                node["u_rated"].tolist(),
+                feeders.tolist(),
+                strict=True,
+            )
+        ]
+        branches: list[dict[str, Any]] = []
+        for component, array in grid.iter_branches():
+            kinds = grid.column(component, "kind", component)
+            for i, nm, k, a, b in zip(
+                array["id"].tolist(),
+                grid.names_of(component),
+                kinds,
+                array["from_node"].tolist(),
+                array["to_node"].tolist(),
+                strict=True,
+            ):
+                branches.append(
+                    {"id": int(i), "name": str(nm), "kind": str(k or component), "from_node": a, "to_node": b}
+                )
+        switches = [
+            {"id": int(i), "name": str(nm), "node": int(n), "element": int(e)}
+            for i, nm, n, e in zip(
+                grid.switches["id"].tolist(),
+                grid.switch_names,
+                grid.switches["node"].tolist(),
+                grid.switches["element"].tolist(),
+                strict=True,
+            )
+        ]
+        return {"name": grid.name, "geographic": geographic, "nodes": nodes, "branches": branches, "switches": switches}
+
+    @staticmethod
+    def _build_element_index(grid: Grid) -> dict[int, tuple[str, int]]:
+        index: dict[int, tuple[str, int]] = {}
+        for component, array in list(grid.input.items()) + list(grid.sensors.items()):
+            for row, i in enumerate(array["id"].tolist()):
+                index[int(i)] = (component, row)
+        for row, i in enumerate(grid.switches["id"].tolist()):
+            index[int(i)] = ("switch", row)
+        return index
+
+    def element(self, element_id: int) -> dict[str, Any]:
+        """Return one element: component, name, kind, its fields and the points measuring it."""
+        hit = self._element_index.get(int(element_id))
+        if hit is None:
+            raise NotFoundError(f"{self.grid.name}: no element with id {element_id}")
+        component, row = hit
+        grid = self.cycle.grid if self.cycle is not None else self.grid
+        if component == "switch":
+            array = grid.switches
+            name = str(grid.switch_names[row])
+            kind = str(grid.switch_kinds[row]) if grid.switch_kinds.size else "switch"
+            extra: dict[str, Any] = {}
+        else:
+            array = grid.component(component)
+            name = str(grid.names_of(component)[row])
+            extra = {k: _finite(v[row]) for k, v in grid.extra.get(component, {}).items() if len(v) > row}
+            kind = str(extra.get("kind") or component)
+        fields = {f: _finite(array[f][row]) for f in array.dtype.names or ()}
+        for k, v in extra.items():
+            fields.setdefault(k, v if isinstance(v, str | int | float | bool | type(None)) else str(v))
+        wanted = {name}
+        if component in BRANCH_COMPONENTS:
+            wanted.add(f"{component}:{name}")
+        points = sorted(p for p, (el, _q) in self.points.items() if el in wanted)
+        if component not in SENSOR_COMPONENTS:
+            for sensor in SENSOR_COMPONENTS:
+                placed = grid.sensors.get(sensor)
+                if placed is None or not placed.size:
+                    continue
+                own = np.flatnonzero(placed["measured_object"] == element_id)
+                sensor_names = {str(grid.names_of(sensor)[i]) for i in own} if own.size else set()
+                points += sorted(p for p, (el, _q) in self.points.items() if el in sensor_names)
+        return {
+            "id": int(element_id),
+            "component": component,
+            "name": name,
+            "kind": kind,
+            "fields": fields,
+            "points": points,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """The latest estimated state (see the API contract); empty maps before the first cycle."""
+        with self._lock:
+            if self._state is not None:
+                return self._state
+            result = self.latest
+            grid = self.cycle.grid if self.cycle is not None else self.grid
+            switches = dict(
+                zip(map(str, grid.switches["id"].tolist()), map(bool, grid.switches["closed"].tolist()), strict=True)
+            )
+            if result is None:
+                return {
+                    "time": None,
+                    "observable": False,
+                    "converged": False,
+                    "cycle_ms": None,
+                    "u_pu": {},
+                    "energised": {},
+                    "loading": {},
+                    "switches": switches,
+                }
+            est = result.estimation
+            ids = [str(i) for i in grid.component("node")["id"].tolist()]
+            u_pu: dict[str, float | None] = {}
+            loading: dict[str, float | None] = {}
+            if est.converged and "node" in est.output:
+                u_pu = dict(zip(ids, map(_finite, est.output["node"]["u_pu"].tolist()), strict=True))
+                for component in BRANCH_COMPONENTS:
+                    out = est.output.get(component)
+                    if out is not None and out.size and "loading" in (out.dtype.names or ()):
+                        loading.update(
+                            zip(map(str, out["id"].tolist()), map(_finite, out["loading"].tolist()), strict=True)
+                        )
+            self._state = {
+                "time": result.time.isoformat(),
+                "observable": bool(result.observable),
+                "converged": bool(est.converged),
+                "cycle_ms": round(result.timings_ms.get("cycle", 0.0), 3),
+                "u_pu": u_pu,
+                "energised": dict(zip(ids, map(bool, result.energised.tolist()), strict=True)),
+                "loading": loading,
+                "switches": switches,
+            }
+            return self._state
+
+    def _latest_readings(self) -> Mapping[str, Reading]:
+        return self.monitor.latest if self.monitor is not None else self._readings
+
+    def status(self) -> dict[str, Any]:
+        """Cycle time, observability, telemetry health, alarm counts and the clocks."""
+        result = self.latest
+        readings = self._latest_readings()
+        good = sum(1 for r in list(readings.values()) if r.quality == 0)
+        alarms = self.alarms()
+        simulated = self.simulator.simulated_clock() if self.simulator is not None else None
+        return {
+            "time": self.clock().isoformat(),
+            "simulated_time": simulated.isoformat() if simulated is not None else None,
+            "cycle_ms": round(result.timings_ms.get("cycle", 0.0), 3) if result is not None else None,
+            "observable": bool(result.observable) if result is not None else False,
+            "telemetry": {"points": len(self.points), "good": good, "bad": len(readings) - good},
+            "alarms": {
+                "active": sum(1 for a in alarms if a["severity"] != 0 and a["shelved_until"] is None),
+                "unacknowledged": sum(1 for a in alarms if not a["acknowledged"]),
+            },
+        }
+
+    def alarms(self) -> list[dict[str, Any]]:
+        """The alarm list (shelved alarms included, marked), most urgent first."""
+        out: list[dict[str, Any]] = []
+        for monitor in self.monitors:
+            for a in monitor.active(include_shelved=True):
+                out.append(
+                    {
+                        "key": a.key,
+                        "monitor": monitor.name,
+                        "channel": a.channel,
+                        "condition": a.condition,
+                        "severity": a.severity,
+                        "priority": a.priority.name.lower(),
+                        "priority_rank": int(a.priority),
+                        "value": _finite(a.value),
+                        "group": a.group,
+                        "since": a.since.isoformat(),
+                        "acknowledged": a.acknowledged,
+                        "shelved_until": a.shelved_until.isoformat() if a.shelved_until is not None else None,
+                    }
+                )
+        out.sort(key=lambda a: (a["priority_rank"], a["since"], a["key"]))
+        return out
+
+    # -- operator actions --------------------------------------------------------------------------------
+    def acknowledge(self, key: str, *, actor: str, source_ip: str | None = None) -> AlarmEvent:
+        """Acknowledge an alarm in the list; log it in the event log and the audit trail."""
+        monitor, channel = self._monitor_and_channel(key)
+        with self._lock:
+            if not any(a.channel == channel for a in monitor.active(include_shelved=True)):
+                raise ConflictError(f"alarm {key!r} is not in the alarm list")
+            event = monitor.acknowledge(self.clock(), channel, actor=actor)
+        self._record(event, actor, source_ip, "alarm.acknowledge")
+        return event
+
+    def shelve(self, key: str, *, until: datetime, reason: str, actor: str, source_ip: str | None = None) -> AlarmEvent:
+        """Shelve an alarm until a time with a reason; log it in the event log and the audit trail."""
+        monitor, channel = self._monitor_and_channel(key)
+        if until.tzinfo is None:
+            raise InputError("shelve: 'until' needs a timezone (e.g. 2026-11-23T12:00:00Z)")
+        with self._lock:
+            event = monitor.shelve(self.clock(), channel, until=until.astimezone(UTC), reason=reason, actor=actor)
+        self._record(event, actor, source_ip, "alarm.shelve", reason=reason, until=until.astimezone(UTC))
+        return event
+
+    def _record(
+        self,
+        event: AlarmEvent,
+        actor: str,
+        source_ip: str | None,
+        action: str,
+        *,
+        reason: str | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        self.historian.events.append(
+            f"alarm.{event.transition.value}",
+            actor=actor,
+            element=event.key,
+            payload=alarm_event_payload(event),
+            ts=event.time,
+        )
+        details = {"until": until.isoformat()} if until is not None else {}
+        self.audit.append(action, actor=actor, element=event.key, source_ip=source_ip, reason=reason, details=details)
+        self._broadcast({"type": "alarm", "event": event.to_dict()})
+        self._broadcast({"type": "status", **self.status()})
+
+    def add_shift_note(self, text: str, *, actor: str, source_ip: str | None = None) -> dict[str, Any]:
+        """Append an operator note for the shift handover (an event of kind ``shift.note``); return it."""
+        body = text.strip() if isinstance(text, str) else ""
+        if not body:
+            raise InputError("a shift note needs text")
+        if len(body) > 10_000:
+            raise InputError(f"a shift note has at most 10000 characters, got {len(body)}")
+        event = self.historian.events.append(SHIFT_NOTE, actor=actor, payload={"text": body})
+        self.audit.append(SHIFT_NOTE, actor=actor, element=f"event:{event.seq}", source_ip=source_ip)
+        return _event_dict(event.seq, event.ts, event.actor, event.kind, event.element, event.payload)
+
+    def shift_notes(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest shift notes, oldest first."""
+        t = events_table
+        query = sa.select(t).where(t.c.kind == SHIFT_NOTE).order_by(t.c.seq.desc()).limit(limit)
+        with self.historian.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        return [
+            _event_dict(
+                int(r.seq), epoch + timedelta(microseconds=int(r.ts_us)), r.actor, r.kind, r.element, dict(r.payload)
+            )
+            for r in reversed(rows)
+        ]
+
+    def events(self, after: int = 0, limit: int = 200) -> list[dict[str, Any]]:
+        """Events of the event log with ``seq > after``, in order."""
+        return [
+            _event_dict(e.seq, e.ts, e.actor, e.kind, e.element, e.payload)
+            for e in self.historian.events.read(after + 1, limit=limit)
+        ]
+
+    def measurements(
+        self, point: str, start: datetime, end: datetime, interval: timedelta | None = None
+    ) -> list[dict[str, Any]]:
+        """Measurements of a point (``[{ts, value, quality}]``) or, with ``interval``, aggregates."""
+        if point not in self.historian.point_ids():
+            raise NotFoundError(f"no measurement point named {point!r}")
+        if end <= start:
+            raise InputError(f"'to' ({end.isoformat()}) must be after 'from' ({start.isoformat()})")
+        if interval is not None:
+            frame = self.historian.aggregate(point, start, end, interval)
+            return [
+                {"ts": ts.isoformat(), "min": _finite(lo), "max": _finite(hi), "mean": _finite(mu), "count": int(c)}
+                for ts, lo, hi, mu, c in zip(
+                    frame["start"], frame["min"], frame["max"], frame["mean"], frame["count"], strict=True
+                )
+            ]
+        frame = self.historian.read_range(point, start, end)
+        return [
+            {"ts": ts.isoformat(), "value": _finite(v), "quality": int(q)}
+            for ts, v, q in zip(frame["ts"], frame["value"], frame["quality"], strict=True)
+        ]
+
+
+def _offer(queue: asyncio.Queue[dict[str, Any]], message: dict[str, Any]) -> None:
+    """Put a message on a subscriber's queue; a slow subscriber loses its oldest message, not the newest."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(message)
+
+
+def _event_dict(
+    seq: int, ts: datetime, actor: str, kind: str, element: str | None, payload: dict[str, Any]
+) -> dict[str, Any]:
+    return {"seq": seq, "ts": ts.isoformat(), "actor": actor, "kind": kind, "element": element, "payload": payload}
+
+
+__all__ = ["ConflictError", "ControlRoom", "NotFoundError", "schematic_layout"]
