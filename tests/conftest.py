@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -13,6 +14,56 @@ from opendso.grid.model import Grid
 from opendso.grid.sources import load_grid
 
 DATA = Path(__file__).parent / "data"
+BROKER_URL = os.environ.get("OPENDSO_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+
+
+def require_service(reason: str | None) -> None:
+    """Go on when ``reason`` is None; else a real server or tool the test needs is missing.
+
+    The one policy for every test that needs PostgreSQL, an MQTT broker, c104 or Chromium: on a
+    developer's machine without it the test is skipped with the reason; under ``CI=true`` (where
+    the services run) it fails, so a suite that silently lost its real parts never passes.
+    """
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
+
+
+def postgres_or_skip() -> None:
+    """Require the PostgreSQL test server (see :func:`require_service`)."""
+    from opendso.store.testing import postgres_unreachable_reason
+
+    require_service(postgres_unreachable_reason())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file in a temporary folder, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'opendso.db'}"
+        return
+    from opendso.store.testing import fresh_postgres_database
+
+    postgres_or_skip()
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    """The MQTT broker of the tests (``OPENDSO_TEST_MQTT_URL``, default the local Mosquitto)."""
+    import socket
+
+    from opendso.telemetry.mqtt import broker_address
+
+    host, port = broker_address(BROKER_URL)
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+    except OSError as exc:
+        require_service(f"MQTT broker {BROKER_URL} unreachable ({exc}); set OPENDSO_TEST_MQTT_URL")
+    return BROKER_URL
 
 
 @pytest.fixture(scope="session", autouse=True)

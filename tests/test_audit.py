@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,24 +20,8 @@ from opendso.service.audit import GENESIS_HASH, AuditTrail, audit_verify_command
 from opendso.service.security import AuthError, Role, Security, SecuritySettings, users_command
 from opendso.store import Historian
 from opendso.store.security_schema import audit
-from opendso.store.testing import fresh_postgres_database, postgres_unreachable_reason
 
 FAST = SecuritySettings(argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file in a temporary folder, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'opendso.db'}"
-        return
-    reason = postgres_unreachable_reason()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
-    with fresh_postgres_database() as url:
-        yield url
 
 
 @pytest.fixture

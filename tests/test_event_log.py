@@ -6,7 +6,6 @@ PostgreSQL: see the policy in ``test_historian.py`` (skip when unreachable, fail
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,22 +14,6 @@ import pytest
 import sqlalchemy as sa
 
 from opendso.store import Event, Historian, StoreInputError
-from opendso.store.testing import fresh_postgres_database, postgres_unreachable_reason
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file in a temporary folder, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'opendso.db'}"
-        return
-    reason = postgres_unreachable_reason()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
-    with fresh_postgres_database() as url:
-        yield url
 
 
 @pytest.fixture

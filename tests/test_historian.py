@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from conftest import postgres_or_skip
 from sqlalchemy.engine import make_url
 
 from opendso.store import (
@@ -37,29 +37,9 @@ from opendso.store import (
 from opendso.store.buffer import NO_SEQ, ROW_DTYPE
 from opendso.store.quality import ALL_QUALITY_BITS
 from opendso.store.schema import metadata
-from opendso.store.testing import TcpProxy, fresh_postgres_database, postgres_unreachable_reason
+from opendso.store.testing import TcpProxy, fresh_postgres_database
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-def _postgres_or_skip() -> None:
-    reason = postgres_unreachable_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file in a temporary folder, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'opendso.db'}"
-        return
-    _postgres_or_skip()
-    with fresh_postgres_database() as url:
-        yield url
 
 
 @pytest.fixture
@@ -333,7 +313,7 @@ def test_sqlite_locked_mid_stream_loses_nothing_and_duplicates_nothing(tmp_path:
 
 
 def test_postgres_cut_off_mid_stream_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
-    _postgres_or_skip()
+    postgres_or_skip()
     with fresh_postgres_database() as url:
         target = make_url(url)
         proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -20,23 +19,9 @@ import pytest
 import pytest_asyncio
 
 from opendso.telemetry import Measurement, MqttPublisher, MqttSubscriber, Quality
-from opendso.telemetry.mqtt import broker_address
 from opendso.telemetry.points import PointMap, parse_point_map
 
 BROKER_URL = os.environ.get("OPENDSO_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
-
-
-@pytest.fixture(scope="module")
-def broker_url() -> str:
-    host, port = broker_address(BROKER_URL)
-    try:
-        socket.create_connection((host, port), timeout=1.0).close()
-    except OSError as exc:
-        message = f"MQTT broker {BROKER_URL} unreachable ({exc}); set OPENDSO_TEST_MQTT_URL"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return BROKER_URL
 
 
 def make_map(stale_after_s: float = 60.0) -> PointMap:

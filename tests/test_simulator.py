@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import socket
 import uuid
 import warnings
 from collections.abc import Callable
@@ -30,7 +29,6 @@ from opendso.grid.model import Grid
 from opendso.grid.sources import load_simbench_net
 from opendso.telemetry import Measurement, ModbusPoller, MqttSubscriber, Quality
 from opendso.telemetry.modbus import encode_value
-from opendso.telemetry.mqtt import broker_address
 from opendso.telemetry.points import Point, PointMap, point_map_for_grid
 from opendso.telemetry.scenario import (
     Scenario,
@@ -356,19 +354,6 @@ async def test_modbus_serves_the_twin_takes_commands_and_goes_stale(grid: Grid) 
             assert len(stale) == len(names)
     assert sim.counters.commands == 1
     assert sim.counters.refused_commands == 0
-
-
-@pytest.fixture(scope="module")
-def broker_url() -> str:
-    host, port = broker_address(BROKER_URL)
-    try:
-        socket.create_connection((host, port), timeout=1.0).close()
-    except OSError as exc:
-        message = f"MQTT broker {BROKER_URL} unreachable ({exc}); set OPENDSO_TEST_MQTT_URL"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return BROKER_URL
 
 
 @pytest.mark.asyncio

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import _cached_grid
+from conftest import _cached_grid, require_service
 from ui_fake_api import FakeBackend, build_backend, serve
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -36,9 +36,7 @@ BIG_GRID = "simbench:1-MVLV-urban-all-0-sw"
 
 
 def _missing(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (required under CI=true)")
-    pytest.skip(reason)
+    require_service(reason)
 
 
 def _chromium() -> str:

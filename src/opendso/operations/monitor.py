@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,7 @@ from opendso.grid.topology import analyse_topology
 from opendso.measurement import Measurement
 from opendso.operations.alarms import AlarmEvent
 from opendso.operations.cycle import CycleResult, CycleSettings, Reading, RealTimeCycle
+from opendso.store.events import EventLog
 from opendso.store.historian import Historian
 from opendso.telemetry.base import TelemetryAdapter
 from opendso.telemetry.points import PointMap
@@ -42,6 +43,18 @@ def alarm_event_payload(event: AlarmEvent) -> dict[str, Any]:
     record = event.to_dict()
     record.pop("time", None)
     return record
+
+
+def log_alarm_events(event_log: EventLog, events: Iterable[AlarmEvent]) -> None:
+    """Append alarm transitions to the event log, one event each (kind ``alarm.<transition>``)."""
+    for event in events:
+        event_log.append(
+            f"alarm.{event.transition.value}",
+            actor="opendso",
+            element=event.key,
+            payload=alarm_event_payload(event),
+            ts=event.time,
+        )
 
 
 @dataclass
@@ -112,14 +125,7 @@ class Monitor:
         """Run one cycle on the latest readings and log its alarm transitions; return its result."""
         now = now or self.clock()
         result = self.cycle.run(dict(self.latest), now)
-        for event in result.alarm_events:
-            self.historian.events.append(
-                f"alarm.{event.transition.value}",
-                actor="opendso",
-                element=event.key,
-                payload=alarm_event_payload(event),
-                ts=event.time,
-            )
+        log_alarm_events(self.historian.events, result.alarm_events)
         self.stats.cycles += 1
         self.stats.alarm_events += len(result.alarm_events)
         self.stats.last_cycle_ms = result.timings_ms.get("cycle", 0.0)

@@ -36,7 +36,7 @@ from opendso.grid.model import BRANCH_COMPONENTS, SENSOR_COMPONENTS, Grid
 from opendso.grid.topology import analyse_topology
 from opendso.operations.alarms import AlarmEvent, AlarmMonitor
 from opendso.operations.cycle import CycleResult, Reading, RealTimeCycle
-from opendso.operations.monitor import Monitor, alarm_event_payload
+from opendso.operations.monitor import Monitor, alarm_event_payload, log_alarm_events
 from opendso.service.audit import AuditTrail
 from opendso.store.historian import Historian
 from opendso.store.schema import events as events_table
@@ -183,14 +183,7 @@ class ControlRoom:
         now = now or self.clock()
         self._readings = dict(readings)
         result = self.cycle.run(self._readings, now)
-        for event in result.alarm_events:
-            self.historian.events.append(
-                f"alarm.{event.transition.value}",
-                actor="opendso",
-                element=event.key,
-                payload=alarm_event_payload(event),
-                ts=event.time,
-            )
+        log_alarm_events(self.historian.events, result.alarm_events)
         self.publish(result)
         return result
 
