@@ -35,6 +35,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bench_ingest.py",
         "end-to-end ingest through MQTT/Modbus from the field simulator, trip-to-alarm latency",
     ),
+    "ui": (
+        "bench_ui.py",
+        "the control room through Chromium: page load, state-to-screen latency, /api/state throughput",
+    ),
 }
 
 

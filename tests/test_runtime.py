@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from opendso.errors import InputError
 from opendso.grid.model import Grid
 from opendso.operations.cycle import CycleResult
-from opendso.runtime import ControlRoomProcess, demo_scenario, demo_start_step
+from opendso.runtime import ControlRoomProcess, demo_scenario, demo_start_step, free_port
+from opendso.service.server import bind_socket
+from opendso.store import Historian
 from opendso.telemetry.scenario import ScenarioEvent, scenario_of
 
 
@@ -43,3 +55,121 @@ async def test_control_room_process_runs_and_trips_a_breaker(grid_of: Callable[[
         assert "alarm.raised" in kinds
     finally:
         reopened.close()
+
+
+def _opendso() -> str:
+    return str(Path(sys.executable).parent / "opendso")
+
+
+def _wait_for_line(proc: subprocess.Popen[str], needle: str, lines: list[str], timeout_s: float = 120.0) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if needle in line:
+            return line
+    raise AssertionError(f"no line with {needle!r} from opendso run; output:\n{''.join(lines)}")
+
+
+def _start(folder: Path, port: int, env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen(
+        [_opendso(), "run", "--data-dir", str(folder), "--port", str(port), "--speed", "600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    return proc, []
+
+
+def _login(url: str, password: str) -> int:
+    request = urllib.request.Request(
+        url + "/api/auth/login",
+        data=json.dumps({"username": "admin", "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _stop(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    lines.append(out)
+    assert proc.returncode == 0, "".join(lines)
+    assert "OpenDSO stopped cleanly." in out
+
+
+def test_opendso_run_serves_on_its_port_stops_cleanly_and_reuses_its_data_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "fresh"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "OPENDSO_ADMIN_PASSWORD"}
+    proc, lines = _start(folder, port, env)
+    try:
+        created = _wait_for_line(proc, "one-time password", lines)
+        password = created.split("one-time password ", 1)[1].split(".", 1)[0].strip()
+        served = _wait_for_line(proc, "Control room: ", lines)
+        url = f"http://127.0.0.1:{port}"
+        assert url in served
+        with urllib.request.urlopen(url + "/", timeout=10) as page:
+            assert "OpenDSO control room" in page.read().decode()
+        assert _login(url, "not the password") == 401
+        assert _login(url, password) == 200
+    finally:
+        if proc.poll() is None:
+            _stop(proc, lines)
+    assert (folder / "opendso.db").is_file()
+
+    # a second start reuses the folder: no new administrator, the first password still works
+    proc, lines = _start(folder, port, env)
+    try:
+        _wait_for_line(proc, "Control room: ", lines)
+        assert not any("one-time password" in line for line in lines)
+        assert _login(f"http://127.0.0.1:{port}", password) == 200
+    finally:
+        if proc.poll() is None:
+            _stop(proc, lines)
+    historian = Historian.open(f"sqlite:///{folder / 'opendso.db'}")
+    try:
+        assert historian.count() > 0  # telemetry of both runs stored; the database opens after Ctrl-C
+    finally:
+        historian.close()
+
+
+def test_opendso_run_on_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [_opendso(), "run", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"127.0.0.1:{port} is in use" in done.stderr
+    assert "--port" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "d" / "opendso.db").exists()  # nothing started, nothing created
+
+
+def test_service_socket_is_tcp_so_responses_are_not_held_back_by_nagle() -> None:
+    # asyncio turns on TCP_NODELAY for accepted connections only when the protocol is IPPROTO_TCP
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        port = sock.getsockname()[1]
+        with pytest.raises(InputError, match=f"127.0.0.1:{port} is in use"):
+            bind_socket("127.0.0.1", port)
+    finally:
+        sock.close()
+    with pytest.raises(InputError, match=r"port must be 0\.\.65535"):
+        bind_socket("127.0.0.1", 70000)

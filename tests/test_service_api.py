@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -407,6 +408,23 @@ def test_acknowledging_an_alarm_that_is_not_in_the_list_is_a_conflict(fresh: Ser
     assert response.status_code == 409
 
 
+def test_state_etag_answers_304_until_the_next_cycle(fresh: Service) -> None:
+    client, _ = login(fresh.app, "viewer")
+    first = client.get("/api/state")
+    etag = first.headers["etag"]
+    unchanged = client.get("/api/state", headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304
+    assert unchanged.content == b""
+    assert client.get("/api/state", headers={"If-None-Match": '"other"'}).status_code == 200
+    readings = field_readings(fresh.grid, T0 + timedelta(seconds=2))
+    fresh.room.run_cycle(readings, T0 + timedelta(seconds=2))
+    changed = client.get("/api/state", headers={"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] != etag
+    assert changed.json()["time"] == (T0 + timedelta(seconds=2)).isoformat()
+    assert first.json()["time"] == T0.isoformat()
+
+
 # -- the WebSocket stream ----------------------------------------------------------------------------------
 def test_stream_delivers_state_after_a_cycle(fresh: Service) -> None:
     client, _ = login(fresh.app, "viewer")
@@ -420,6 +438,7 @@ def test_stream_delivers_state_after_a_cycle(fresh: Service) -> None:
     types = [m["type"] for m in messages]
     assert types[0] == "state"
     assert messages[0]["time"] == (T0 + timedelta(seconds=2)).isoformat()
+    assert abs(messages[0]["published_at"] - time.time()) < 60  # when the service published it (epoch s)
     assert "alarm" in types  # the telemetry failure cleared
     cleared = next(m for m in messages if m["type"] == "alarm")
     assert cleared["event"]["transition"] == "cleared"

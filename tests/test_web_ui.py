@@ -1,16 +1,19 @@
-"""Browser tests of the control-room web UI: Playwright driving Debian's Chromium against a fake API.
+"""Browser tests of the control room: Playwright driving Debian's Chromium against `opendso run`'s process.
+
+The whole control room runs as `opendso run` starts it (field simulator on the demo grid with
+the scripted day, Modbus on loopback, historian, cycle, alarms, web service), on an ephemeral
+port in a background thread. The tests log in as the users an administrator would create, and
+fast-forward the simulated clock to the scripted breaker trip instead of waiting for it.
 
 Chromium is found at ``$OPENDSO_CHROMIUM``, ``/usr/bin/chromium`` or on ``PATH``; without it (or
-without the ``playwright`` package) the tests are skipped, except under ``CI=true`` where they fail.
-Screenshots and the measured load times go to ``test-artifacts/`` at the repository root.
+without the ``playwright`` package) the tests are skipped, except under ``CI=true`` where they
+fail. Screenshots go to ``test-artifacts/`` at the repository root.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +21,10 @@ from typing import Any
 
 import pytest
 from conftest import _cached_grid, require_service
-from ui_fake_api import FakeBackend, build_backend, serve
+
+from opendso.runtime import ControlRoomProcess
+from opendso.service import Security, ServiceSettings
+from opendso.service.security import SecuritySettings
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_ARGS = [
@@ -31,19 +37,21 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEMO_GRID = "simbench:1-MV-urban--0-sw"
-BIG_GRID = "simbench:1-MVLV-urban-all-0-sw"
-
-
-def _missing(reason: str) -> None:
-    require_service(reason)
+#: Cheap hashing keeps the tests fast; the hash format (argon2id) is the same as in production.
+FAST = SecuritySettings(argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1)
+USERS = {
+    "olga": ("operator",),
+    "victor": ("viewer",),
+    "aude": ("security_auditor",),
+}
+PASSWORD = "correct horse battery"
 
 
 def _chromium() -> str:
     for candidate in (os.environ.get("OPENDSO_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
         if candidate and Path(candidate).exists():
             return candidate
-    _missing("Chromium not found: apt-get install chromium, or set OPENDSO_CHROMIUM")
+    require_service("Chromium not found: apt-get install chromium, or set OPENDSO_CHROMIUM")
     raise AssertionError("unreachable")
 
 
@@ -53,7 +61,7 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("the playwright package is not installed")
+        require_service("the playwright package is not installed")
     executable = _chromium()
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
@@ -62,32 +70,48 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[tuple[FakeBackend, str]]:
-    """The fake API on the demo grid, on an ephemeral port."""
-    backend = build_backend(_cached_grid(DEMO_GRID))
-    with serve(backend) as url:
-        yield backend, url
+def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlRoomProcess]:
+    """`opendso run`'s process on the demo grid, its service on an ephemeral port, with three users."""
+    process = ControlRoomProcess(
+        _cached_grid("demo"),
+        tmp_path_factory.mktemp("control-room"),
+        port=0,
+        period_s=0.5,
+        admin_password="first admin password",
+        service_settings=ServiceSettings(security=FAST),
+    )
+    security = Security(process.historian.engine, settings=FAST)
+    for user, roles in USERS.items():
+        security.add_user(user, PASSWORD, list(roles), actor="admin")
+    with process.in_thread():
+        yield process
 
 
-@pytest.fixture
-def page(browser: Any, demo: tuple[FakeBackend, str]) -> Iterator[Any]:
-    """A fresh browser page, logged in as operator, with the network drawn."""
+def _new_page(browser: Any) -> tuple[Any, list[str]]:
     context = browser.new_context(viewport={"width": 1600, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    _login(page, demo[1])
+    return page, errors
+
+
+@pytest.fixture
+def page(browser: Any, room: ControlRoomProcess) -> Iterator[Any]:
+    """A fresh browser page, logged in as the operator, with the network drawn."""
+    page, errors = _new_page(browser)
+    _login(page, room, "olga")
     yield page
-    context.close()
+    page.context.close()
     assert not errors, errors
 
 
-def _login(page: Any, url: str, user: str = "operator") -> None:
-    page.goto(url + "/")
+def _login(page: Any, room: ControlRoomProcess, user: str) -> None:
+    page.goto(f"{room.url}/")
     page.fill("#login-user", user)
-    page.fill("#login-password", user)
+    page.fill("#login-password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_function("window.opendso.stats().nodesDrawn > 0", timeout=10_000)
+    page.wait_for_function("window.opendso.stats().nodesDrawn > 0", timeout=15_000)
+    page.wait_for_function("document.getElementById('st-link').textContent === 'live'", timeout=15_000)
 
 
 def _shot(page: Any, name: str) -> None:
@@ -95,47 +119,38 @@ def _shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"))
 
 
-def _alarm_event(backend: FakeBackend, *, transition: str = "raised") -> dict[str, Any]:
-    node = backend.grid_json["nodes"][5]
-    return {
-        "time": datetime(2026, 6, 21, 12, 1, tzinfo=UTC).isoformat(),
-        "transition": transition,
-        "key": f"voltage:{node['name']}",
-        "monitor": "voltage",
-        "channel": node["name"],
-        "condition": "high",
-        "severity": 2,
-        "priority": "high",
-        "value": 1.072,
-        "group": f"feeder {node['feeder']}",
-        "shelved": False,
-        "suppressed": False,
-        "actor": None,
-        "reason": None,
-    }
+def _trip(room: ControlRoomProcess) -> str:
+    """Fast-forward the simulated day to its scripted breaker trip; return the breaker's name."""
+    trip = next(e for e in room.simulator.scenario.events if e.kind == "breaker_trip")
+    assert trip.switch is not None
+    room.jump_to(trip.at_s)
+    return trip.switch
 
 
-def test_login_page_rejects_wrong_password(browser: Any, demo: tuple[FakeBackend, str]) -> None:
-    context = browser.new_context(viewport={"width": 1600, "height": 900})
-    page = context.new_page()
-    page.goto(demo[1] + "/")
+def test_login_page_rejects_wrong_password(browser: Any, room: ControlRoomProcess) -> None:
+    page, errors = _new_page(browser)
+    page.goto(f"{room.url}/")
     page.wait_for_selector("#login-form")
     _shot(page, "login")
-    page.fill("#login-user", "operator")
+    page.fill("#login-user", "olga")
     page.fill("#login-password", "wrong")
     page.click("button[type=submit]")
     page.wait_for_function("document.getElementById('login-error').textContent.length > 0")
     assert "Wrong user name or password" in page.inner_text("#login-error")
     assert page.is_hidden("#app-view")
-    context.close()
+    page.context.close()
+    assert not errors, errors
+    failed = [r for r in room.room.audit.read(0, limit=1000) if r.action == "login.failed"]
+    assert any(r.actor == "olga" for r in failed)
 
 
-def test_network_is_drawn_with_status_bar(page: Any, demo: tuple[FakeBackend, str]) -> None:
-    backend, _ = demo
+def test_network_is_drawn_with_live_status_bar(page: Any, room: ControlRoomProcess) -> None:
     stats = page.evaluate("window.opendso.stats()")
-    assert stats["nodes"] == len(backend.grid_json["nodes"])
+    view = room.room.grid_view()
+    assert stats["nodes"] == len(view["nodes"])
     assert stats["nodesDrawn"] == stats["nodes"]  # fitted: every node on screen
     assert stats["branchesDrawn"] > 0
+    assert stats["switches"] == len(view["switches"])
     painted = page.evaluate(
         """() => {
         const c = document.getElementById('network-canvas');
@@ -146,116 +161,119 @@ def test_network_is_drawn_with_status_bar(page: Any, demo: tuple[FakeBackend, st
     }"""
     )
     assert painted > 2000
-    page.wait_for_function("document.getElementById('st-cycle').textContent === '42 ms'")
-    assert page.inner_text("#st-observable") == "observable"
-    assert "25/26 good" in page.inner_text("#st-telemetry")
-    assert page.inner_text("#st-clock").startswith("2026-06-21 12:00:00")
+    # the status bar follows the real cycle: a cycle time, observability, telemetry, the simulated day
+    page.wait_for_function("/^\\d+ ms$/.test(document.getElementById('st-cycle').textContent)")
+    page.wait_for_function("document.getElementById('st-observable').textContent === 'observable'")
+    points = len(room.point_map)
+    page.wait_for_function(f"document.getElementById('st-telemetry').textContent.startsWith('{points}/{points} good')")
+    assert page.inner_text("#st-clock").startswith("2016-06-21")
+    frames = page.evaluate("window.opendso.stats().stateUpdates")
+    page.wait_for_function(f"window.opendso.stats().stateUpdates > {frames}")  # pushed by the next cycle
+    assert "olga" in page.inner_text("#user-label")
+    assert page.is_hidden("#tab-audit")  # the audit trail is for security auditors only
     _shot(page, "network")
 
 
-def test_click_opens_element_panel_with_trend(page: Any, demo: tuple[FakeBackend, str]) -> None:
-    backend, _ = demo
-    node = backend.grid_json["nodes"][20]
+def test_click_opens_element_panel_with_measured_values_and_trend(page: Any, room: ControlRoomProcess) -> None:
+    view = room.room.grid_view()
+    # a node with a voltage measurement (the points sit on the measurement placed at the node)
+    # (on the MV feeder, where nodes are apart: the HV substation's busbars and switches overlap when fitted)
+    node = next(
+        n
+        for n in view["nodes"]
+        if n["name"].startswith("MV")
+        and " Bus " in n["name"]
+        and any(p.endswith("/u") for p in room.room.element(n["id"])["points"])
+    )
     x, y = page.evaluate(f"window.opendso.screenOf({node['id']})")
     box = page.locator("#network-canvas").bounding_box()
     page.mouse.click(box["x"] + x, box["y"] + y)
     page.wait_for_selector("#element-panel:not([hidden])")
-    page.wait_for_function("document.querySelector('#el-trend canvas') !== null")
-    assert page.inner_text("#el-name") in {n["name"] for n in backend.grid_json["nodes"]}
-    assert "p.u." in page.inner_text("#el-estimated")
+    assert page.inner_text("#el-name") == node["name"]
+    page.wait_for_function("document.getElementById('el-estimated').textContent.includes('p.u.')")
+    # the measured value is the historian's latest: a number, not a placeholder
     page.wait_for_function("!document.querySelector('#el-points .pv').textContent.includes('…')")
+    value = page.inner_text("#el-points .pv")
+    assert float(value) > 0, value
+    page.wait_for_function("document.querySelector('#el-trend canvas') !== null")
     _shot(page, "element-panel")
 
 
-def test_pushed_alarm_appears_and_acknowledge_sends_csrf(page: Any, demo: tuple[FakeBackend, str]) -> None:
-    backend, _ = demo
-    page.wait_for_function("document.getElementById('st-link').textContent === 'live'")
-    event = _alarm_event(backend)
-    backend.broadcast({"type": "alarm", "event": event})
-    page.wait_for_selector("#alarm-banner:not([hidden])")
-    assert page.evaluate("window.opendso.lastCue().key") == event["key"]
-    assert "1 unacknowledged high-priority alarm" in page.inner_text("#alarm-banner")
+def test_scripted_trip_raises_alarm_operator_acknowledges_auditor_sees_it(
+    browser: Any, page: Any, room: ControlRoomProcess
+) -> None:
+    assert page.evaluate("window.opendso.lastCue()") is None
+    breaker = _trip(room)
+    key = f"switch:{breaker}"
+    # the alarm arrives over the WebSocket: the banner and the cue for a new high-priority alarm
+    page.wait_for_selector("#alarm-banner:not([hidden])", timeout=15_000)
+    page.wait_for_function(f"window.opendso.alarms().some(a => a.key === {key!r})", timeout=15_000)
+    assert page.evaluate("window.opendso.lastCue()") is not None
     _shot(page, "alarm-banner")
+    # the de-energised feeder is greyed and the open breaker marked
+    page.wait_for_function("window.opendso.stats().deadNodes > 3", timeout=15_000)
+    assert page.evaluate("window.opendso.stats().openSwitches") >= 1
+    _shot(page, "network-tripped")
+
     page.keyboard.press("2")
-    row = page.locator(f'tr[data-key="{event["key"]}"]')
+    row = page.locator(f'tr[data-key="{key}"]')
     row.wait_for()
     assert "unacknowledged" in row.inner_text()
+    assert "uncommanded" in row.inner_text()
     _shot(page, "alarms")
-    before = len(backend.requests)
     row.locator("button.ack").click()
-    page.wait_for_function(f"""document.querySelector('tr[data-key="{event["key"]}"]').classList.contains('acked')""")
-    sent = backend.requests[before]
-    assert sent.method == "POST"
-    assert sent.path.endswith("/acknowledge")
-    assert sent.csrf in {s[2] for s in backend.sessions.values()}  # the token login returned
-    assert backend.alarms[event["key"]]["acknowledged"] is True
-    # shelve with a reason
-    page.locator(f'tr[data-key="{event["key"]}"] button.shelve').click()
+    page.wait_for_function(f"""document.querySelector('tr[data-key="{key}"]').classList.contains('acked')""")
+    assert next(a for a in room.room.alarms() if a["key"] == key)["acknowledged"] is True
+
+    # shelve a supply alarm of the tripped feeder with a reason
+    supply = next(a["key"] for a in room.room.alarms() if a["monitor"] == "supply")
+    page.locator(f'tr[data-key="{supply}"] button.shelve').click()
     page.fill("#shelve-reason", "crew on site")
     page.click("#shelve-ok")
-    page.wait_for_function(f"""!document.querySelector('tr[data-key="{event["key"]}"]')""")
-    shelve = backend.requests[-1]
-    assert shelve.path.endswith("/shelve")
-    assert shelve.body["reason"] == "crew on site"
-    assert datetime.fromisoformat(shelve.body["until"]) > datetime.now(UTC)
-    backend.broadcast({"type": "alarm", "event": _alarm_event(backend, transition="cleared")})
+    page.wait_for_function(f"""!document.querySelector('tr[data-key="{supply}"]')""")
+    shelved = next(a for a in room.room.alarms() if a["key"] == supply)
+    assert datetime.fromisoformat(shelved["shelved_until"]) > datetime.now(UTC)
+
+    # the security auditor sees both actions, by whom and why, in the audit trail page
+    auditor, errors = _new_page(browser)
+    _login(auditor, room, "aude")
+    assert auditor.is_visible("#tab-audit")
+    auditor.keyboard.press("4")
+    ack_row = auditor.locator("#audit-rows tr", has_text="alarm.acknowledge").filter(has_text=key)
+    ack_row.wait_for()
+    text = ack_row.inner_text()
+    assert "olga" in text
+    assert "127.0.0.1" in text
+    shelve_row = auditor.locator("#audit-rows tr", has_text="alarm.shelve").filter(has_text=supply)
+    assert "crew on site" in shelve_row.inner_text()
+    assert "chained" in auditor.inner_text("#audit-chain")
+    _shot(auditor, "audit")
+    auditor.context.close()
+    assert not errors, errors
 
 
-def test_state_message_redraws(page: Any, demo: tuple[FakeBackend, str]) -> None:
-    backend, _ = demo
-    page.wait_for_function("document.getElementById('st-link').textContent === 'live'")
-    frames = page.evaluate("window.opendso.stats().frames")
-    branch = backend.grid_json["branches"][0]["id"]
-    backend.broadcast({"type": "state", "loading": {str(branch): 1.4}})
-    page.wait_for_function(f"window.opendso.stats().frames > {frames} && window.opendso.stats().stateUpdates > 1")
-    backend.broadcast({"type": "status", **backend.status(), "cycle_ms": 77})
-    page.wait_for_function("document.getElementById('st-cycle').textContent === '77 ms'")
+def test_viewer_sees_alarms_but_cannot_acknowledge(browser: Any, room: ControlRoomProcess) -> None:
+    page, errors = _new_page(browser)
+    _login(page, room, "victor")
+    page.keyboard.press("2")
+    page.wait_for_selector("#alarm-rows tr[data-key]")
+    assert page.locator("#alarm-rows button.ack:enabled").count() == 0
+    assert page.is_disabled("#ack-all")
+    assert page.is_disabled("#note-form button[type=submit]")
+    page.keyboard.press("4")  # no audit page for a viewer: the key does nothing
+    assert page.is_hidden("#page-audit")
+    page.context.close()
+    assert not errors, errors
 
 
-def test_shift_log_note(page: Any, demo: tuple[FakeBackend, str]) -> None:
-    backend, _ = demo
+def test_shift_log_note_reaches_the_event_log(page: Any, room: ControlRoomProcess) -> None:
     page.keyboard.press("3")
     page.wait_for_selector("#event-rows tr")
-    page.fill("#note-text", "Handover: line 3 overloaded at noon, PV curtailment requested.")
+    page.fill("#note-text", "Handover: feeder breaker tripped at 15:00, crew on site, supply alarms shelved.")
     page.click("#note-form button[type=submit]")
-    page.wait_for_function("document.getElementById('notes').textContent.includes('PV curtailment')")
-    sent = backend.requests[-1]
-    assert sent.path == "/api/shiftlog"
-    assert sent.csrf in {s[2] for s in backend.sessions.values()}
-    assert "PV curtailment" in sent.body["text"]
+    page.wait_for_function("document.getElementById('notes').textContent.includes('crew on site')")
+    notes = room.room.shift_notes()
+    assert notes[-1]["actor"] == "olga"
+    assert "crew on site" in notes[-1]["payload"]["text"]
+    assert any(r.action == "shift.note" and r.actor == "olga" for r in room.room.audit.read(0, limit=5000))
     _shot(page, "shift-log")
-
-
-def _load_time(browser: Any, url: str) -> float:
-    """Seconds from navigation (already signed in) to a drawn network."""
-    context = browser.new_context(viewport={"width": 1600, "height": 900})
-    page = context.new_page()
-    _login(page, url)
-    start = time.perf_counter()
-    page.reload()
-    page.wait_for_function("window.opendso.stats().nodesDrawn > 0", timeout=20_000, polling=10)
-    seconds = time.perf_counter() - start
-    context.close()
-    return seconds
-
-
-def test_page_load_to_drawn_network(browser: Any, demo: tuple[FakeBackend, str]) -> None:
-    big = build_backend(_cached_grid(BIG_GRID))
-    assert len(big.grid_json["nodes"]) >= 10_000
-    demo_s = min(_load_time(browser, demo[1]) for _ in range(2))
-    with serve(big) as url:
-        big_s = min(_load_time(browser, url) for _ in range(2))
-        context = browser.new_context(viewport={"width": 1600, "height": 900})
-        page = context.new_page()
-        _login(page, url)
-        frames = page.evaluate("window.opendso.stats().frames")
-        page.click("#zoom-in")  # one full redraw of 10,000 nodes at a new scale
-        page.wait_for_function(f"window.opendso.stats().frames > {frames}")
-        frame_ms = page.evaluate("window.opendso.stats().lastFrameMs")
-        _shot(page, "network-10k")
-        context.close()
-    ARTIFACTS.mkdir(exist_ok=True)
-    figures = {"demo_grid_s": round(demo_s, 3), "big_grid_s": round(big_s, 3), "big_grid_frame_ms": round(frame_ms, 1)}
-    (ARTIFACTS / "ui-timings.json").write_text(json.dumps(figures, indent=2))
-    assert demo_s < 2.0, figures
-    assert big_s < 3.0, figures

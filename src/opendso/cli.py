@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -374,15 +375,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
 
     process = ControlRoomProcess(
-        grid, folder, database_url=args.database_url, broker_url=args.broker, speed=args.speed, on_cycle=show
+        grid,
+        folder,
+        database_url=args.database_url,
+        broker_url=args.broker,
+        speed=args.speed,
+        on_cycle=show,
+        host=args.host,
+        port=args.port,
+        on_ready=lambda: print(
+            f"Control room: {process.url}/  (API documentation {process.url}/api/docs). Ctrl-C stops.", flush=True
+        ),
     )
     protocol = "MQTT via " + args.broker if args.broker else "Modbus TCP on loopback"
     print(
         f"OpenDSO {__version__}: control room on grid {grid.name} ({grid.count('node')} nodes, "
         f"{len(process.point_map)} points over {protocol}), data folder {folder}, "
-        f"simulated clock {args.speed:g}x from {process.simulator.simulated_clock():%Y-%m-%d %H:%M}. Ctrl-C stops.",
+        f"simulated clock {args.speed:g}x from {process.simulator.simulated_clock():%Y-%m-%d %H:%M}.",
         flush=True,
     )
+    if process.created_admin_password is not None:
+        shown = (
+            "from OPENDSO_ADMIN_PASSWORD"
+            if os.environ.get("OPENDSO_ADMIN_PASSWORD")
+            else (f"one-time password {process.created_admin_password}")
+        )
+        print(
+            f"First start: created user 'admin' (security administrator, operator, engineer), {shown}. "
+            "Change it with 'opendso users set-password admin'; add users with 'opendso users add'.",
+            flush=True,
+        )
     asyncio.run(process.run(duration_s=args.duration))
     print("OpenDSO stopped cleanly.", flush=True)
     return 0
@@ -676,6 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker", help="MQTT broker URL: simulated field over MQTT instead of Modbus TCP")
     p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--host", default="127.0.0.1", help="address the web service listens on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port of the web service (default: 8000; 0: any free port)")
     p.set_defaults(func=cmd_run)
     return parser
 

@@ -9,10 +9,13 @@ It starts, in one asyncio loop:
   MQTT through ``--broker``);
 - the historian (SQLite in the data folder unless ``--database-url`` names another database),
   the real-time cycle and the alarms (:class:`~opendso.operations.monitor.Monitor`);
-- the web service, when it is available, on http://127.0.0.1:8000.
+- the web service (:mod:`opendso.service`) on http://127.0.0.1:8000: the REST and WebSocket API
+  and the web UI, fed by every cycle. The first start on an empty database creates the
+  administrator (:func:`~opendso.service.security.ensure_admin`).
 
-Ctrl-C stops everything in order: adapters, monitor (which flushes the historian), simulator,
-service; nothing is left half-written.
+The port is bound before anything starts, so a port in use is one clear error. Ctrl-C stops
+everything in order: web service, adapters, monitor (which flushes the historian), simulator;
+nothing is left half-written.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,8 @@ from opendso.grid.model import Grid
 from opendso.grid.topology import analyse_topology
 from opendso.operations.cycle import CycleResult, CycleSettings
 from opendso.operations.monitor import Monitor
+from opendso.service import ControlRoom, ServiceSettings, create_app, ensure_admin
+from opendso.service.server import WebServer, bind_socket, url_of
 from opendso.store import Historian
 from opendso.telemetry import FieldSimulator, modbus_pollers, mqtt_subscribers, point_map_for_grid
 from opendso.telemetry.points import PointMap
@@ -42,6 +48,9 @@ log = logging.getLogger(__name__)
 
 #: Simulated seconds per real second of `opendso run`: a simulated day in 24 real minutes.
 DEFAULT_SPEED = 60.0
+#: Where `opendso run` serves the control room.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
 
 
 def _feeder_breaker(grid: Grid, *, min_voltage_v: float = 1000.0) -> str | None:
@@ -108,10 +117,30 @@ class ControlRoomProcess:
     scenario: Scenario | None = None
     start_step: int | None = None
     on_cycle: Callable[[CycleResult], None] | None = None
+    host: str = DEFAULT_HOST
+    port: int | None = DEFAULT_PORT  # None: no web service; 0: any free port
+    service_settings: ServiceSettings | None = None
+    on_ready: Callable[[], None] | None = None  # called once everything runs and the service accepts connections
+    admin_password: str | None = None  # for a new database; else OPENDSO_ADMIN_PASSWORD or a random one
     point_map: PointMap = field(init=False)
+    #: the administrator's one-time password when this start created it (None on later starts)
+    created_admin_password: str | None = field(init=False, default=None)
+    #: set once everything runs and the web service accepts connections
+    ready: threading.Event = field(init=False, default_factory=threading.Event)
+    _loop: asyncio.AbstractEventLoop | None = field(init=False, default=None, repr=False)
+    _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._socket = bind_socket(self.host, self.port) if self.port is not None else None
+        try:
+            self._build()
+        except BaseException:
+            if self._socket is not None:
+                self._socket.close()
+            raise
+
+    def _build(self) -> None:
         if self.broker_url:
             self.point_map = point_map_for_grid(self.grid, protocol="mqtt", topic_prefix="opendso/run/")
         else:
@@ -141,28 +170,108 @@ class ControlRoomProcess:
             self.historian,
             adapters,
             settings=CycleSettings(period_s=self.period_s),
-            on_cycle=self.on_cycle,
+            on_cycle=self._cycle_done,
         )
+        self.room = ControlRoom(self.grid, self.historian, monitor=self.monitor, simulator=self.simulator)
+        self.app = create_app(self.room, self.service_settings or ServiceSettings.from_env())
+        self.created_admin_password = ensure_admin(self.historian, self.admin_password)
+
+    def _cycle_done(self, result: CycleResult) -> None:
+        self.room.publish(result)
+        if self.on_cycle is not None:
+            self.on_cycle(result)
+
+    @property
+    def url(self) -> str | None:
+        """The web service's base URL (None without one)."""
+        return url_of(self._socket) if self._socket is not None else None
+
+    @contextlib.contextmanager
+    def in_thread(self, *, timeout_s: float = 60.0) -> Iterator[ControlRoomProcess]:
+        """Run in a background thread (its own event loop) until the block ends; yield once it is ready.
+
+        For programs that embed the control room, and for tests and benchmarks. Raises what
+        stopped it when it fails while starting.
+        """
+        failure: list[BaseException] = []
+
+        def main() -> None:
+            try:
+                asyncio.run(self.run(install_signals=False))
+            except BaseException as exc:
+                failure.append(exc)
+                self.ready.set()
+
+        thread = threading.Thread(target=main, name="opendso-control-room", daemon=True)
+        thread.start()
+        if not self.ready.wait(timeout_s):
+            raise TimeoutError(f"the control room did not start within {timeout_s} s")
+        if failure:
+            raise failure[0]
+        try:
+            yield self
+        finally:
+            self.request_stop()
+            thread.join(timeout_s)
+            if failure:
+                raise failure[0]
+
+    def jump_to(self, elapsed_s: float) -> None:
+        """Fast-forward the simulated clock to ``elapsed_s`` seconds after the start, from any thread.
+
+        The scripted events up to then run in order; a trainer (or a test) uses it to reach the
+        next event of the scripted day without waiting for it.
+        """
+        if self._loop is None:
+            raise RuntimeError("the control room is not running")
+        self._loop.call_soon_threadsafe(self.simulator.jump_to, elapsed_s)
+
+    def set_switch(self, name: str, closed: bool) -> None:
+        """Open or close a switch in the simulated field, from any thread (as protection or a crew would).
+
+        Nothing in the control room is told: it sees the change through telemetry, as an
+        uncommanded switch change.
+        """
+        if self._loop is None:
+            raise RuntimeError("the control room is not running")
+
+        def operate() -> None:
+            self.simulator.set_switch(name, closed)
+            self.simulator.jump_to(self.simulator.elapsed_s)  # publish at once
+
+        self._loop.call_soon_threadsafe(operate)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop, from any thread (what Ctrl-C does)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
 
     async def run(self, *, duration_s: float | None = None, install_signals: bool = True) -> None:
         """Run until Ctrl-C (or ``duration_s``), then stop everything in order."""
-        stop = asyncio.Event()
+        stop = self._stop = asyncio.Event()
+        loop = self._loop = asyncio.get_running_loop()
         if install_signals:
-            loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
         try:
             async with self.simulator:
                 monitor_task = asyncio.create_task(self.monitor.run(), name="monitor")
                 try:
-                    if duration_s is None:
-                        await stop.wait()
-                    else:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), timeout=duration_s)
-                finally:
+                    service = WebServer(self.app, self._socket) if self._socket is not None else None
+                    async with service or contextlib.nullcontext():
+                        self.ready.set()
+                        if self.on_ready is not None:
+                            self.on_ready()
+                        if duration_s is None:
+                            await stop.wait()
+                        else:
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(stop.wait(), timeout=duration_s)
+                finally:  # the web service has stopped: no request sees a closed historian
                     self.monitor.stop()
                     await monitor_task
         finally:
+            if self._socket is not None:
+                self._socket.close()
             self.historian.close()
             log.info("event=control_room_stopped data_dir=%s", self.data_dir)

@@ -53,6 +53,7 @@ from opendso.errors import InputError
 from opendso.grid.model import Grid
 
 log = logging.getLogger(__name__)
+_WARNED_CURRENT_SENSORS: set[str] = set()
 
 #: Sensor component types this module fills and reads.
 SENSOR_TYPES: tuple[str, ...] = ("sym_voltage_sensor", "sym_power_sensor", "sym_current_sensor")
@@ -489,11 +490,14 @@ def run_state_estimation(
     if "sym_current_sensor" in sensors and _has_de_energised_nodes(grid):
         # power-grid-model 1.13 crashes the process (segmentation fault) in state estimation with a
         # current sensor while part of the grid is de-energised; leave current sensors out then
-        log.warning(
+        # (warned once per grid: a real-time cycle would repeat it every cycle while the part is dead)
+        log.log(
+            logging.DEBUG if grid.name in _WARNED_CURRENT_SENSORS else logging.WARNING,
             "event=current_sensors_left_out grid=%s count=%d reason=de-energised part (power-grid-model crash)",
             grid.name,
             sensors["sym_current_sensor"].size,
         )
+        _WARNED_CURRENT_SENSORS.add(grid.name)
         sensors.pop("sym_current_sensor")
     unknown = set(measurements) - set(SENSOR_TYPES)
     if unknown:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time as _time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ class Monitor:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     stats: MonitorStats = field(default_factory=MonitorStats)
     max_write_rows: int = 50_000
+    #: held while a cycle runs; whoever acknowledges or shelves alarms from another thread holds it too
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         self.historian.register_points({p.name: p.unit or None for p in self.point_map.points})
@@ -124,7 +127,8 @@ class Monitor:
     def run_cycle(self, now: datetime | None = None) -> CycleResult:
         """Run one cycle on the latest readings and log its alarm transitions; return its result."""
         now = now or self.clock()
-        result = self.cycle.run(dict(self.latest), now)
+        with self.lock:
+            result = self.cycle.run(dict(self.latest), now)
         log_alarm_events(self.historian.events, result.alarm_events)
         self.stats.cycles += 1
         self.stats.alarm_events += len(result.alarm_events)

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs
 from fastapi import Depends, FastAPI, Query, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -257,10 +257,21 @@ def create_app(control_room: ControlRoom, settings: ServiceSettings | None = Non
     _add_alarm_routes(app, settings)
     _add_stream(app)
     static = settings.static_dir or STATIC_DIR
-    if static.is_dir():
-        app.mount("/", StaticFiles(directory=static, html=True), name="ui")
+    if (static / "index.html").is_file():
+        _add_ui(app, static)
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     return app
+
+
+def _add_ui(app: FastAPI, static: Path) -> None:
+    """Serve the web UI: ``index.html`` at ``/`` and its assets under ``/static``."""
+    index = static / "index.html"
+
+    @app.get("/", include_in_schema=False)
+    def ui() -> FileResponse:
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=static), name="static")
 
 
 def _set_cookie(response: Response, request: Request, token: str, settings: ServiceSettings, max_age: int) -> None:
@@ -355,9 +366,13 @@ def _add_grid_routes(app: FastAPI, settings: ServiceSettings) -> None:
         return schemas.ElementPublic.model_validate(room.element(element_id))
 
     @app.get("/api/state", response_model=schemas.StatePublic, tags=["state"])
-    def state(_: ViewSession, room: RoomDep) -> JSONResponse:
-        """The latest estimated state."""
-        return JSONResponse(room.state())
+    def state(_: ViewSession, room: RoomDep, request: Request) -> Response:
+        """The latest estimated state; with ``If-None-Match`` of the last ETag, 304 until the next cycle."""
+        body, etag = room.state_json()
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
 
     @app.get("/api/status", tags=["state"])
     def status(_: ViewSession, room: RoomDep) -> schemas.StatusPublic:

@@ -17,9 +17,11 @@ depth-first order, each parent centred over its children; numpy only, one loop p
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -153,8 +155,11 @@ class ControlRoom:
         self.latest: CycleResult | None = None
         self._readings: dict[str, Reading] = {}
         self._state: dict[str, Any] | None = None
+        self._state_json: tuple[bytes, str] | None = None
+        self._version = 0  # counts published states: the entity tag of /api/state
         self._subscribers: list[_Subscriber] = []
-        self._lock = threading.RLock()
+        # one lock with the monitor's cycle: acknowledging never races a cycle updating the alarms
+        self._lock = monitor.lock if monitor is not None else threading.RLock()
         topo = analyse_topology(grid)
         self._feeder_of_node = topo.node_feeder
         self._grid_view = self._build_grid_view(grid, topo.pred_node)
@@ -192,8 +197,11 @@ class ControlRoom:
         with self._lock:
             self.latest = result
             self._state = None
+            self._state_json = None
+            self._version += 1
             state = self.state()
-        self._broadcast({"type": "state", **state})
+        # published_at (epoch seconds) lets a client measure state-change-to-screen latency
+        self._broadcast({"type": "state", **state, "published_at": time.time()})
         for event in result.alarm_events:
             self._broadcast({"type": "alarm", "event": event.to_dict()})
         self._broadcast({"type": "status", **self.status()})
@@ -340,6 +348,14 @@ class ControlRoom:
             "points": points,
         }
 
+    def state_json(self) -> tuple[bytes, str]:
+        """The latest state as JSON bytes and its entity tag, serialised once per cycle for every reader."""
+        with self._lock:
+            if self._state_json is None:
+                body = json.dumps(self.state(), separators=(",", ":"), allow_nan=False).encode()
+                self._state_json = (body, f'"{self._version}"')
+            return self._state_json
+
     def state(self) -> dict[str, Any]:
         """The latest estimated state (see the API contract); empty maps before the first cycle."""
         with self._lock:
@@ -403,15 +419,19 @@ class ControlRoom:
             "telemetry": {"points": len(self.points), "good": good, "bad": len(readings) - good},
             "alarms": {
                 "active": sum(1 for a in alarms if a["severity"] != 0 and a["shelved_until"] is None),
-                "unacknowledged": sum(1 for a in alarms if not a["acknowledged"]),
+                "unacknowledged": sum(
+                    1 for a in alarms if not a["acknowledged"] and a["severity"] != 0 and a["shelved_until"] is None
+                ),
             },
         }
 
     def alarms(self) -> list[dict[str, Any]]:
         """The alarm list (shelved alarms included, marked), most urgent first."""
         out: list[dict[str, Any]] = []
-        for monitor in self.monitors:
-            for a in monitor.active(include_shelved=True):
+        with self._lock:
+            active = [(monitor, monitor.active(include_shelved=True)) for monitor in self.monitors]
+        for monitor, alarms in active:
+            for a in alarms:
                 out.append(
                     {
                         "key": a.key,

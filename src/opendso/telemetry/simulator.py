@@ -502,6 +502,14 @@ class FieldSimulator:
         self._elapsed_s = elapsed_s
 
     # -- state -----------------------------------------------------------------------------------
+    def jump_to(self, elapsed_s: float) -> None:
+        """Fast-forward the running clock to ``elapsed_s`` (events falling due run) and publish at once.
+
+        Call it in the simulator's event loop; the clock then runs on from there at ``speed``.
+        """
+        self.advance_to(elapsed_s)
+        self._wake.set()
+
     @property
     def result(self) -> PowerFlowResult:
         """The power flow of the twin's present state (run now if anything changed)."""

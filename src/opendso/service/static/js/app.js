@@ -6,7 +6,9 @@ import { drawLegend, LOADING_PALETTE, VOLTAGE_PALETTE } from "./colors.js";
 import { NetworkView } from "./network.js";
 
 const $ = (id) => document.getElementById(id);
-const WRITE_ROLES = ["operator", "engineer"];
+// only operator-type roles command, acknowledge, shelve and write shift notes (IEC 62351-8, as the API enforces)
+const WRITE_ROLES = ["operator"];
+const AUDIT_ROLES = ["security_auditor"];
 const session = { user: null, roles: [] };
 const timing = { start: performance.now(), gridLoaded: null, stateLoaded: null, firstDraw: null };
 let stream = null;
@@ -15,8 +17,11 @@ let alarms = null;
 let elementNames = new Map(); // alarm channel (element name) -> id
 let trendChart = null;
 let currentElement = null;
+// state-change-to-screen latency: server publish time (epoch s) of states not yet drawn, and samples (ms)
+const latency = { pending: [], samples: [] };
 
 const canWrite = () => session.roles.some((r) => WRITE_ROLES.includes(r));
+const canAudit = () => session.roles.some((r) => AUDIT_ROLES.includes(r));
 
 // -- test and diagnostics hook ---------------------------------------------------------------
 window.opendso = {
@@ -25,6 +30,7 @@ window.opendso = {
   screenOf: (id) => network?.screenOf(id) ?? null,
   alarms: () => [...(alarms?.alarms.values() ?? [])],
   lastCue: () => alarms?.lastCue ?? null,
+  latencies: () => [...latency.samples],
 };
 
 // -- login -----------------------------------------------------------------------------------
@@ -81,9 +87,16 @@ async function enter(me) {
   $("user-label").textContent = `${me.user} · ${session.roles.join(", ")}`;
   $("note-form").querySelector("button").disabled = !canWrite();
   $("ack-all").disabled = !canWrite();
+  $("tab-audit").hidden = !canAudit();
   showPage("network");
   network ??= new NetworkView($("network-canvas"), { onSelect: (hit) => selectElement(hit?.id ?? null), onHover: showTip });
   $("network-canvas").addEventListener("firstdraw", () => { timing.firstDraw = performance.now(); }, { once: true });
+  $("network-canvas").addEventListener("drawn", () => {
+    const now = Date.now() / 1000;
+    for (const published of latency.pending) latency.samples.push((now - published) * 1000);
+    latency.pending = [];
+    if (latency.samples.length > 2000) latency.samples.splice(0, latency.samples.length - 2000);
+  });
   alarms ??= new AlarmList({
     tbody: $("alarm-rows"), empty: $("alarm-empty"), badge: $("alarm-badge"), banner: $("alarm-banner"),
     bannerText: $("alarm-banner-text"), canWrite, onElement: (name) => openElementByName(name),
@@ -111,6 +124,7 @@ async function enter(me) {
 function onMessage(msg) {
   if (msg.type === "state") {
     network.setState(msg);
+    if (Number.isFinite(msg.published_at)) latency.pending.push(msg.published_at);
     if (currentElement) renderEstimated(currentElement);
   } else if (msg.type === "alarm") {
     alarms.applyEvent(msg.event);
@@ -146,6 +160,7 @@ function showPage(page) {
     $(`page-${tab.dataset.page}`).hidden = !on;
   }
   if (page === "log") loadLog();
+  if (page === "audit") loadAudit();
   if (page === "network") network?.requestDraw();
 }
 
@@ -153,8 +168,8 @@ document.querySelectorAll(".tabs [role=tab]").forEach((tab) => tab.addEventListe
 document.addEventListener("keydown", (e) => {
   const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
   if (typing || e.ctrlKey || e.metaKey || e.altKey || $("app-view").hidden) return;
-  const pages = { 1: "network", 2: "alarms", 3: "log" };
-  if (pages[e.key]) { showPage(pages[e.key]); e.preventDefault(); }
+  const pages = { 1: "network", 2: "alarms", 3: "log", 4: "audit" };
+  if (pages[e.key] && !$(`tab-${pages[e.key]}`).hidden) { showPage(pages[e.key]); e.preventDefault(); }
 });
 $("alarm-banner-go").addEventListener("click", () => showPage("alarms"));
 $("zoom-in").addEventListener("click", () => network.zoom(1.25));
@@ -357,6 +372,44 @@ $("note-form").addEventListener("submit", async (e) => {
     await loadLog();
   });
 });
+
+// -- audit trail (security auditors) ---------------------------------------------------------
+let auditRecords = [];
+async function loadAudit() {
+  try {
+    // the newest records: page forward from the start once, then only what is new
+    const after = auditRecords.length ? auditRecords[auditRecords.length - 1].seq : 0;
+    for (let page = await api(`/api/audit?after=${after}&limit=5000`); page.length; ) {
+      auditRecords = auditRecords.concat(page);
+      if (page.length < 5000) break;
+      page = await api(`/api/audit?after=${page[page.length - 1].seq}&limit=5000`);
+    }
+    renderAudit();
+  } catch (err) {
+    $("audit-chain").textContent = `Could not read the audit trail: ${err.message}`;
+  }
+}
+function renderAudit() {
+  const q = $("audit-filter").value.trim().toLowerCase();
+  const rows = auditRecords.filter((r) => !q || [r.actor, r.action, r.element, r.result, r.reason, r.source_ip]
+    .some((v) => v && String(v).toLowerCase().includes(q)));
+  // a gap in the sequence or a record not chained to the previous one is shown, not hidden
+  let broken = 0;
+  for (let i = 1; i < auditRecords.length; i++) {
+    const a = auditRecords[i - 1], b = auditRecords[i];
+    if (b.seq !== a.seq + 1 || b.prev_hash !== a.hash) broken++;
+  }
+  $("audit-chain").textContent = `${auditRecords.length} records` +
+    (broken ? ` · ${broken} break(s) in the chain: run 'opendso audit verify'` : " · chained");
+  $("audit-chain").className = broken ? "bad small" : "muted small";
+  $("audit-rows").innerHTML = rows.slice().reverse().slice(0, 2000).map((r) =>
+    `<tr data-seq="${r.seq}" class="result-${esc(r.result)}"><td>${r.seq}</td><td>${esc(shortTime(r.ts))}</td><td>${esc(r.actor)}</td>` +
+    `<td>${esc(r.source_ip ?? "")}</td><td>${esc(r.action)}</td><td>${esc(r.element ?? "")}</td><td>${esc(r.result)}</td>` +
+    `<td>${esc(r.reason ?? "")}</td><td class="hash" title="${esc(r.hash)}">${esc(r.hash.slice(0, 10))}</td></tr>`).join("");
+  $("audit-empty").hidden = rows.length > 0;
+}
+$("audit-refresh").addEventListener("click", loadAudit);
+$("audit-filter").addEventListener("input", renderAudit);
 
 function shortTime(ts) {
   return ts ? new Date(ts).toISOString().replace("T", " ").slice(0, 19) : "";

@@ -194,6 +194,8 @@ export class NetworkView {
       lastFrameMs: this.lastFrameMs,
       firstDrawAt: this.firstDrawAt,
       stateUpdates: this.stateUpdates,
+      deadNodes: this.live ? this.live.reduce((k, v) => k + (v ? 0 : 1), 0) : 0,
+      openSwitches: this.sclosed ? this.sclosed.reduce((k, v) => k + (v ? 0 : 1), 0) : 0,
       selected: this.selected,
     };
   }
@@ -499,6 +501,7 @@ export class NetworkView {
       this.firstDrawAt = performance.now();
       this.canvas.dispatchEvent(new CustomEvent("firstdraw"));
     }
+    this.canvas.dispatchEvent(new CustomEvent("drawn"));
   }
 
   _bindEvents() {
