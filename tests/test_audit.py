@@ -184,7 +184,9 @@ def test_user_changes_logins_and_failures_are_audited(historian: Historian) -> N
 def test_users_command(db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("OPENDSO_PASSWORD", "a long enough password")
 
-    def run(action: str, **kw: str) -> int:
+    def run(action: str, **kw: str | bool) -> int:
+        if action in ("add", "set-password"):
+            kw.setdefault("temporary", False)
         return users_command(argparse.Namespace(database_url=db_url, users_action=action, **kw))
 
     assert run("add", username="carol", roles="operator,viewer") == 0
@@ -197,3 +199,11 @@ def test_users_command(db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pyt
         run("disable", username="nobody")
     with Historian.open(db_url) as h:
         assert [r.action for r in AuditTrail(h.engine).read()] == ["user.add", "user.roles", "user.disable"]
+    # a temporary password: the user must choose a new one at the next login
+    assert run("add", username="tina", roles="viewer", temporary=True) == 0
+    capsys.readouterr()
+    run("list")
+    assert "tina\tviewer (temporary password)\n" in capsys.readouterr().out
+    assert run("set-password", username="tina") == 0
+    with Historian.open(db_url) as h:
+        assert Security(h.engine).get_user("tina").must_change_password is False

@@ -20,6 +20,7 @@ from opendso.errors import InputError
 from opendso.grid.model import Grid
 from opendso.operations.cycle import CycleResult
 from opendso.runtime import ControlRoomProcess, demo_scenario, demo_start_step, free_port
+from opendso.service.audit import AuditTrail
 from opendso.service.server import bind_socket
 from opendso.store import Historian
 from opendso.telemetry.scenario import ScenarioEvent, scenario_of
@@ -113,7 +114,7 @@ def test_opendso_run_serves_on_its_port_stops_cleanly_and_reuses_its_data_folder
     proc, lines = _start(folder, port, env)
     try:
         created = _wait_for_line(proc, "one-time password", lines)
-        password = created.split("one-time password ", 1)[1].split(".", 1)[0].strip()
+        password = created.split("one-time password ", 1)[1].split()[0]
         served = _wait_for_line(proc, "Control room: ", lines)
         url = f"http://127.0.0.1:{port}"
         assert url in served
@@ -173,3 +174,44 @@ def test_service_socket_is_tcp_so_responses_are_not_held_back_by_nagle() -> None
         sock.close()
     with pytest.raises(InputError, match=r"port must be 0\.\.65535"):
         bind_socket("127.0.0.1", 70000)
+
+
+def test_control_room_on_real_servers_over_mqtt(
+    grid_of: Callable[[str], Grid], tmp_path: Path, db_url: str, broker_url: str
+) -> None:
+    # `opendso run --database-url ... --broker ...`: the field over MQTT, historian and users in that database
+    import httpx
+
+    process = ControlRoomProcess(
+        grid_of("demo"),
+        tmp_path,
+        database_url=db_url,
+        broker_url=broker_url,
+        period_s=0.5,
+        port=0,
+        admin_password="installer's password",
+    )
+    with process.in_thread():
+        url = process.url
+        assert url is not None
+        with httpx.Client(base_url=url, timeout=30) as client:
+            token = client.post(
+                "/api/auth/token", json={"username": "admin", "password": "installer's password"}
+            ).json()["access_token"]
+            client.headers["Authorization"] = f"Bearer {token}"
+            deadline = time.monotonic() + 30
+            state: dict[str, object] = {}
+            while time.monotonic() < deadline:
+                state = client.get("/api/state").json()
+                if state["converged"]:
+                    break
+                time.sleep(0.2)
+            assert state["converged"] is True
+            status = client.get("/api/status").json()
+            assert status["telemetry"]["good"] == len(process.point_map)
+    reopened = Historian.open(db_url)
+    try:
+        assert reopened.count() > 0
+        assert any(r.action == "token.issued" for r in AuditTrail(reopened.engine).read())
+    finally:
+        reopened.close()

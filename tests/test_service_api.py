@@ -262,6 +262,50 @@ def test_ensure_admin_creates_one_administrator_once(tmp_path: Path) -> None:
         assert set(admin.roles) == {Role.SECURITY_ADMINISTRATOR, Role.OPERATOR, Role.ENGINEER}
 
 
+def test_generated_admin_password_must_be_changed_chosen_one_need_not(tmp_path: Path) -> None:
+    with Historian.open(f"sqlite:///{tmp_path / 'a.db'}") as historian:
+        ensure_admin(historian)
+        assert Security(historian.engine).get_user("admin").must_change_password is True
+    with Historian.open(f"sqlite:///{tmp_path / 'b.db'}") as historian:
+        ensure_admin(historian, password="chosen by the installer")
+        assert Security(historian.engine).get_user("admin").must_change_password is False
+
+
+def test_temporary_password_allows_only_changing_it(fresh: Service) -> None:
+    security = Security(fresh.historian.engine, settings=FAST)
+    security.add_user("nina", PASSWORD, ["operator"], actor="admin", must_change_password=True)
+    client, csrf = login(fresh.app, "nina")
+    assert client.get("/api/auth/me").json()["password_change_required"] is True
+    refused = client.get("/api/state")
+    assert refused.status_code == 403
+    assert "new password first" in refused.json()["detail"]
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect("/api/stream") as ws:
+        ws.receive_json()
+    other, _ = login(fresh.app, "nina")  # a second session of the same user
+    change = "/api/auth/password"
+    assert client.post(change, json={"current_password": "x", "new_password": "y" * 12}).status_code == 403  # CSRF
+    headers = {CSRF_HEADER: csrf}
+    wrong = client.post(change, json={"current_password": "wrong one!", "new_password": "y" * 12}, headers=headers)
+    assert wrong.status_code == 401
+    same = client.post(change, json={"current_password": PASSWORD, "new_password": PASSWORD}, headers=headers)
+    assert same.status_code == 400
+    assert "differ" in same.json()["detail"]
+    short = client.post(change, json={"current_password": PASSWORD, "new_password": "short"}, headers=headers)
+    assert short.status_code == 400
+    assert security.get_user("nina").must_change_password is True  # nothing changed by the bad requests
+    ok = client.post(
+        change, json={"current_password": PASSWORD, "new_password": "nina's own password"}, headers=headers
+    )
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["password_change_required"] is False
+    assert client.get("/api/state").status_code == 200  # the same session goes on
+    assert other.get("/api/state").status_code == 401  # other sessions ended
+    assert security.authenticate("nina", "nina's own password").must_change_password is False
+    record = [r for r in fresh.room.audit.read(0, limit=1000) if r.action == "user.password"][-1]
+    assert record.actor == "nina"
+    assert record.reason == "own"
+
+
 # -- the endpoints' content --------------------------------------------------------------------------------
 def test_grid_state_and_status_follow_the_contract(shared: Service) -> None:
     client, _ = login(shared.app, "viewer")
@@ -452,3 +496,21 @@ def test_stream_refuses_other_origins(shared: Service) -> None:
         client.websocket_connect("/api/stream", headers={"origin": "https://evil.example"}) as ws,
     ):
         ws.receive_json()
+
+
+@pytest.mark.asyncio
+async def test_outbox_conflates_states_and_keeps_alarms_in_order() -> None:
+    from opendso.service.controlroom import Outbox
+
+    box = Outbox(limit=3)
+    box.offer("state", "s1")
+    box.offer("alarm", "a1")
+    box.offer("status", "st1")
+    box.offer("state", "s2")  # a slow client gets the newest state, not both
+    box.offer("status", "st2")
+    assert [await box.get() for _ in range(len(box))] == ["a1", "s2", "st2"]
+    assert box.conflated == 2
+    for k in range(5):
+        box.offer("alarm", f"a{k}")
+    assert box.dropped == 2  # past the limit the oldest alarm message goes
+    assert [await box.get() for _ in range(len(box))] == ["a2", "a3", "a4"]

@@ -83,6 +83,7 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlRoomProces
     security = Security(process.historian.engine, settings=FAST)
     for user, roles in USERS.items():
         security.add_user(user, PASSWORD, list(roles), actor="admin")
+    security.add_user("nina", PASSWORD, ["operator"], actor="admin", must_change_password=True)
     with process.in_thread():
         yield process
 
@@ -144,6 +145,30 @@ def test_login_page_rejects_wrong_password(browser: Any, room: ControlRoomProces
     assert any(r.actor == "olga" for r in failed)
 
 
+def test_temporary_password_is_replaced_at_first_sign_in(browser: Any, room: ControlRoomProcess) -> None:
+    page, errors = _new_page(browser)
+    page.goto(f"{room.url}/")
+    page.fill("#login-user", "nina")
+    page.fill("#login-password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#password-form:not([hidden])")
+    assert "temporary" in page.inner_text("#password-why")
+    assert page.is_hidden("#app-view")
+    page.fill("#password-current", PASSWORD)
+    page.fill("#password-new", "nina chose this one")
+    page.fill("#password-repeat", "nina chose this two")
+    page.click("#password-form button[type=submit]")
+    assert "differ" in page.inner_text("#password-error")
+    page.fill("#password-repeat", "nina chose this one")
+    _shot(page, "password-change")
+    page.click("#password-form button[type=submit]")
+    page.wait_for_function("window.opendso.stats().nodesDrawn > 0", timeout=15_000)
+    page.context.close()
+    assert not errors, errors
+    security = Security(room.historian.engine, settings=FAST)
+    assert security.authenticate("nina", "nina chose this one").must_change_password is False
+
+
 def test_network_is_drawn_with_live_status_bar(page: Any, room: ControlRoomProcess) -> None:
     stats = page.evaluate("window.opendso.stats()")
     view = room.room.grid_view()
@@ -195,6 +220,7 @@ def test_click_opens_element_panel_with_measured_values_and_trend(page: Any, roo
     page.wait_for_function("!document.querySelector('#el-points .pv').textContent.includes('…')")
     value = page.inner_text("#el-points .pv")
     assert float(value) > 0, value
+    assert page.inner_text("#el-points .pq") == "good"
     page.wait_for_function("document.querySelector('#el-trend canvas') !== null")
     _shot(page, "element-panel")
 

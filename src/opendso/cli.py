@@ -395,14 +395,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     if process.created_admin_password is not None:
-        shown = (
-            "from OPENDSO_ADMIN_PASSWORD"
-            if os.environ.get("OPENDSO_ADMIN_PASSWORD")
-            else (f"one-time password {process.created_admin_password}")
-        )
+        if os.environ.get("OPENDSO_ADMIN_PASSWORD"):
+            how = "with the password in OPENDSO_ADMIN_PASSWORD"
+        else:
+            how = (
+                f"with the one-time password {process.created_admin_password} "
+                "(you choose your own at the first sign-in)"
+            )
         print(
-            f"First start: created user 'admin' (security administrator, operator, engineer), {shown}. "
-            "Change it with 'opendso users set-password admin'; add users with 'opendso users add'.",
+            f"First start: created user 'admin' (security administrator, operator, engineer); sign in {how}. "
+            "Add users with 'opendso users add NAME --roles operator --temporary'.",
             flush=True,
         )
     asyncio.run(process.run(duration_s=args.duration))

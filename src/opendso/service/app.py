@@ -179,6 +179,10 @@ def require(permission: Permission) -> Callable[[Session], Session]:
     """Return a dependency that passes sessions whose roles grant ``permission`` and refuses others (403)."""
 
     def check(session: CurrentSession) -> Session:
+        if session.user.must_change_password:
+            raise ForbiddenError(
+                f"user {session.user.username!r} must choose a new password first (POST /api/auth/password)"
+            )
         if not session.user.can(permission):
             raise ForbiddenError(
                 f"user {session.user.username!r} (roles: {', '.join(session.user.roles)}) "
@@ -274,6 +278,15 @@ def _add_ui(app: FastAPI, static: Path) -> None:
     app.mount("/static", StaticFiles(directory=static), name="static")
 
 
+def _session_public(session: Session) -> schemas.SessionPublic:
+    return schemas.SessionPublic(
+        user=session.user.username,
+        roles=list(session.user.roles),
+        csrf_token=session.csrf_token if session.kind == "cookie" else None,
+        password_change_required=session.user.must_change_password,
+    )
+
+
 def _set_cookie(response: Response, request: Request, token: str, settings: ServiceSettings, max_age: int) -> None:
     secure = settings.cookie_secure if settings.cookie_secure is not None else request.url.scheme == "https"
     response.set_cookie(
@@ -290,7 +303,17 @@ def _add_auth_routes(app: FastAPI, settings: ServiceSettings) -> None:
         user = security.authenticate(body.username, body.password, source_ip=_client_ip(request))
         token, session = security.open_session(user, kind="cookie", source_ip=_client_ip(request))
         _set_cookie(response, request, token, settings, int(settings.security.session_ttl.total_seconds()))
-        return schemas.SessionPublic(user=user.username, roles=list(user.roles), csrf_token=session.csrf_token)
+        return _session_public(session)
+
+    @app.post("/api/auth/password", tags=["auth"])
+    def change_password(
+        body: schemas.PasswordChange, session: CurrentSession, request: Request, security: SecurityDep
+    ) -> schemas.SessionPublic:
+        """Change one's own password (needed first when ``password_change_required``); other sessions end."""
+        changed = security.change_own_password(
+            session, body.current_password, body.new_password, source_ip=_client_ip(request)
+        )
+        return _session_public(changed)
 
     @app.post("/api/auth/logout", status_code=204, tags=["auth"])
     def logout(session: CurrentSession, request: Request, response: Response, security: SecurityDep) -> None:
@@ -301,8 +324,7 @@ def _add_auth_routes(app: FastAPI, settings: ServiceSettings) -> None:
     @app.get("/api/auth/me", tags=["auth"])
     def me(session: CurrentSession) -> schemas.SessionPublic:
         """The logged-in user, roles and CSRF token (none for bearer tokens)."""
-        csrf = session.csrf_token if session.kind == "cookie" else None
-        return schemas.SessionPublic(user=session.user.username, roles=list(session.user.roles), csrf_token=csrf)
+        return _session_public(session)
 
     @app.post(
         "/api/auth/token",
@@ -474,19 +496,20 @@ def _add_stream(app: FastAPI) -> None:
         try:
             token, kind = _token_of(websocket.headers, websocket.cookies)
             session = await run_in_threadpool(security.session, token or "")
-            if session.kind != kind or not session.user.can(Permission.VIEW):
+            if session.kind != kind or session.user.must_change_password or not session.user.can(Permission.VIEW):
                 raise AuthError("not allowed")
         except AuthError:
             await websocket.close(code=1008)
             return
         await websocket.accept()
         queue = room.subscribe()
-        await websocket.send_json({"type": "state", **room.state()})
-        await websocket.send_json({"type": "status", **room.status()})
+        body, _ = room.state_json()
 
         async def pump() -> None:
+            await websocket.send_text('{"type":"state",' + body.decode()[1:])
+            await websocket.send_json({"type": "status", **room.status()})
             while True:
-                await websocket.send_json(await queue.get())
+                await websocket.send_text(await queue.get())
 
         sender = asyncio.create_task(pump())
         try:
@@ -498,7 +521,8 @@ def _add_stream(app: FastAPI) -> None:
             pass
         finally:
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            # a client that leaves while a message is on its way is no error of ours
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
                 await sender
             room.unsubscribe(queue)
 

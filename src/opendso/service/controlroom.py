@@ -17,6 +17,7 @@ depth-first order, each parent centred over its children; numpy only, one loop p
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import math
@@ -47,6 +48,51 @@ log = logging.getLogger(__name__)
 
 SHIFT_NOTE = "shift.note"
 _SUBSCRIBER_QUEUE = 256
+#: Decimals of the state a display gets: 1e-5 p.u. and 0.001 % loading, well under any measurement's accuracy.
+_U_DECIMALS = 5
+_LOADING_DECIMALS = 5
+#: Message kinds where only the newest matters: a client that falls behind gets the latest, not a backlog.
+_CONFLATED = frozenset({"state", "status"})
+
+
+class Outbox:
+    """What one WebSocket client has still to receive (used in the client's event loop).
+
+    Alarm messages queue in order (the oldest is dropped past ``limit``); a state or status
+    message replaces the one of its kind still waiting, so a slow client is shown the newest
+    state rather than a growing backlog of old ones (conflation, as in SCADA display servers).
+    """
+
+    def __init__(self, limit: int = _SUBSCRIBER_QUEUE) -> None:
+        self.limit = limit
+        self._items: collections.deque[tuple[str, str]] = collections.deque()
+        self._ready = asyncio.Event()
+        self.conflated = 0  # messages replaced by a newer one before they were sent
+        self.dropped = 0  # alarm messages lost because the client fell too far behind
+
+    def offer(self, kind: str, text: str) -> None:
+        """Add a message (JSON text) of a kind (``state``, ``status``, ``alarm``)."""
+        if kind in _CONFLATED:
+            for k, (waiting, _) in enumerate(self._items):
+                if waiting == kind:
+                    del self._items[k]
+                    self.conflated += 1
+                    break
+        self._items.append((kind, text))
+        if len(self._items) > self.limit:
+            self._items.popleft()
+            self.dropped += 1
+        self._ready.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def get(self) -> str:
+        """The next message to send (waits for one)."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()[1]
 
 
 class NotFoundError(InputError):
@@ -60,7 +106,7 @@ class ConflictError(InputError):
 @dataclass
 class _Subscriber:
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[dict[str, Any]]
+    queue: Outbox
 
 
 def _finite(value: Any) -> Any:
@@ -156,6 +202,8 @@ class ControlRoom:
         self._readings: dict[str, Reading] = {}
         self._state: dict[str, Any] | None = None
         self._state_json: tuple[bytes, str] | None = None
+        self._alarms: list[dict[str, Any]] | None = None  # the alarm list, built once per change
+        self._alarm_version = 0
         self._version = 0  # counts published states: the entity tag of /api/state
         self._subscribers: list[_Subscriber] = []
         # one lock with the monitor's cycle: acknowledging never races a cycle updating the alarms
@@ -194,28 +242,31 @@ class ControlRoom:
 
     def publish(self, result: CycleResult) -> None:
         """Keep a cycle result as the latest state and push it to every subscriber (thread-safe)."""
+        self._alarms_changed()
         with self._lock:
             self.latest = result
             self._state = None
             self._state_json = None
             self._version += 1
-            state = self.state()
+        # one serialisation per cycle, shared by /api/state and every WebSocket client;
         # published_at (epoch seconds) lets a client measure state-change-to-screen latency
-        self._broadcast({"type": "state", **state, "published_at": time.time()})
+        published = time.time()
+        body, _ = self.state_json()
+        self._broadcast_text("state", f'{{"type":"state","published_at":{published:.6f},'.encode() + body[1:])
         for event in result.alarm_events:
             self._broadcast({"type": "alarm", "event": event.to_dict()})
         self._broadcast({"type": "status", **self.status()})
 
     # -- subscribers -------------------------------------------------------------------------------------
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        """Return a queue that receives every message from now on (call from the subscriber's event loop)."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_SUBSCRIBER_QUEUE)
+    def subscribe(self) -> Outbox:
+        """Return an outbox that receives every message from now on (call from the subscriber's event loop)."""
+        queue = Outbox()
         with self._lock:
             self._subscribers.append(_Subscriber(asyncio.get_running_loop(), queue))
         log.info("event=subscriber_added subscribers=%d", len(self._subscribers))
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    def unsubscribe(self, queue: Outbox) -> None:
         """Stop sending to a queue."""
         with self._lock:
             self._subscribers = [s for s in self._subscribers if s.queue is not queue]
@@ -226,13 +277,19 @@ class ControlRoom:
         return len(self._subscribers)
 
     def _broadcast(self, message: dict[str, Any]) -> None:
+        self._broadcast_text(message["type"], json.dumps(message, separators=(",", ":"), allow_nan=False).encode())
+
+    def _broadcast_text(self, kind: str, payload: bytes) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
+        if not subscribers:
+            return
+        text = payload.decode()
         for sub in subscribers:
             if sub.loop.is_closed():
                 self.unsubscribe(sub.queue)
                 continue
-            sub.loop.call_soon_threadsafe(_offer, sub.queue, message)
+            sub.loop.call_soon_threadsafe(sub.queue.offer, kind, text)
 
     # -- views -------------------------------------------------------------------------------------------
     def grid_view(self) -> dict[str, Any]:
@@ -382,13 +439,13 @@ class ControlRoom:
             u_pu: dict[str, float | None] = {}
             loading: dict[str, float | None] = {}
             if est.converged and "node" in est.output:
-                u_pu = dict(zip(ids, map(_finite, est.output["node"]["u_pu"].tolist()), strict=True))
+                u = np.round(est.output["node"]["u_pu"], _U_DECIMALS)
+                u_pu = dict(zip(ids, map(_finite, u.tolist()), strict=True))
                 for component in BRANCH_COMPONENTS:
                     out = est.output.get(component)
                     if out is not None and out.size and "loading" in (out.dtype.names or ()):
-                        loading.update(
-                            zip(map(str, out["id"].tolist()), map(_finite, out["loading"].tolist()), strict=True)
-                        )
+                        rounded = np.round(out["loading"], _LOADING_DECIMALS).tolist()
+                        loading.update(zip(map(str, out["id"].tolist()), map(_finite, rounded), strict=True))
             self._state = {
                 "time": result.time.isoformat(),
                 "observable": bool(result.observable),
@@ -427,8 +484,12 @@ class ControlRoom:
 
     def alarms(self) -> list[dict[str, Any]]:
         """The alarm list (shelved alarms included, marked), most urgent first."""
+        cached = self._alarms
+        if cached is not None:
+            return cached
         out: list[dict[str, Any]] = []
         with self._lock:
+            version = self._alarm_version
             active = [(monitor, monitor.active(include_shelved=True)) for monitor in self.monitors]
         for monitor, alarms in active:
             for a in alarms:
@@ -449,7 +510,15 @@ class ControlRoom:
                     }
                 )
         out.sort(key=lambda a: (a["priority_rank"], a["since"], a["key"]))
+        with self._lock:
+            if version == self._alarm_version:  # nothing changed the alarms meanwhile
+                self._alarms = out
         return out
+
+    def _alarms_changed(self) -> None:
+        with self._lock:
+            self._alarms = None
+            self._alarm_version += 1
 
     # -- operator actions --------------------------------------------------------------------------------
     def acknowledge(self, key: str, *, actor: str, source_ip: str | None = None) -> AlarmEvent:
@@ -489,6 +558,7 @@ class ControlRoom:
             payload=alarm_event_payload(event),
             ts=event.time,
         )
+        self._alarms_changed()
         details = {"until": until.isoformat()} if until is not None else {}
         self.audit.append(action, actor=actor, element=event.key, source_ip=source_ip, reason=reason, details=details)
         self._broadcast({"type": "alarm", "event": event.to_dict()})
@@ -547,13 +617,6 @@ class ControlRoom:
             {"ts": ts.isoformat(), "value": _finite(v), "quality": int(q)}
             for ts, v, q in zip(frame["ts"], frame["value"], frame["quality"], strict=True)
         ]
-
-
-def _offer(queue: asyncio.Queue[dict[str, Any]], message: dict[str, Any]) -> None:
-    """Put a message on a subscriber's queue; a slow subscriber loses its oldest message, not the newest."""
-    if queue.full():
-        queue.get_nowait()
-    queue.put_nowait(message)
 
 
 def _event_dict(

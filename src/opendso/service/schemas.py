@@ -39,6 +39,14 @@ class SessionPublic(BaseModel):
     user: str
     roles: list[str]
     csrf_token: str | None
+    password_change_required: bool = False  # then only POST /api/auth/password and logout are allowed
+
+
+class PasswordChange(_Strict):
+    """Change one's own password: the current one and the new one."""
+
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
 
 
 class TokenPublic(BaseModel):

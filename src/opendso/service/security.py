@@ -128,6 +128,7 @@ class User:
     username: str
     roles: tuple[Role, ...]
     disabled: bool = False
+    must_change_password: bool = False  # until then the user may only change the password (and log out)
 
     @property
     def permissions(self) -> frozenset[Permission]:
@@ -213,8 +214,20 @@ class Security:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(users)).scalar_one())
 
-    def add_user(self, username: str, password: str, roles: Iterable[str], *, actor: str = "opendso") -> User:
-        """Create a user; a taken name, a short password or an unknown role raise :class:`InputError`."""
+    def add_user(
+        self,
+        username: str,
+        password: str,
+        roles: Iterable[str],
+        *,
+        actor: str = "opendso",
+        must_change_password: bool = False,
+    ) -> User:
+        """Create a user; a taken name, a short password or an unknown role raise :class:`InputError`.
+
+        ``must_change_password``: the user has to choose a new password at the first login
+        (for a password someone else chose).
+        """
         name = _check_username(username)
         _check_password(password)
         parsed = parse_roles(roles)
@@ -232,11 +245,12 @@ class Security:
                     failed_logins=0,
                     created_us=now,
                     updated_us=now,
+                    must_change_password=must_change_password,
                 )
                 .returning(users.c.id)
             ).scalar_one()
         self.audit.append("user.add", actor=actor, element=f"user:{name}", details={"roles": [r.value for r in parsed]})
-        return User(int(uid), name, parsed)
+        return User(int(uid), name, parsed, must_change_password=must_change_password)
 
     def get_user(self, username: str) -> User:
         """Return a user by name; raise :class:`UnknownUserError`."""
@@ -251,13 +265,42 @@ class Security:
         with self.engine.connect() as conn:
             return [_user(r) for r in conn.execute(sa.select(users).order_by(users.c.username))]
 
-    def set_password(self, username: str, password: str, *, actor: str = "opendso") -> None:
+    def set_password(
+        self, username: str, password: str, *, actor: str = "opendso", must_change_password: bool = False
+    ) -> None:
         """Set a user's password (and lift a lockout); open sessions of the user are closed."""
         _check_password(password)
         user = self.get_user(username)
-        self._update(user, password_hash=self._hasher.hash(password), failed_logins=0, locked_until_us=None)
+        self._update(
+            user,
+            password_hash=self._hasher.hash(password),
+            failed_logins=0,
+            locked_until_us=None,
+            must_change_password=must_change_password,
+        )
         self._end_sessions(user.id)
         self.audit.append("user.password", actor=actor, element=f"user:{user.username}")
+
+    def change_own_password(self, session: Session, current: str, new: str, *, source_ip: str | None = None) -> Session:
+        """Change the session user's own password; return the session, now without the change requirement.
+
+        The current password must be right (a wrong one counts as a failed login) and the new
+        one must differ from it. The user's other sessions are closed; this one stays open.
+        """
+        user = self.authenticate(session.user.username, current, source_ip=source_ip)
+        _check_password(new)
+        if new == current:
+            raise InputError("the new password must differ from the current one")
+        self._update(user, password_hash=self._hasher.hash(new), must_change_password=False)
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.delete(sessions).where(sessions.c.user_id == user.id, sessions.c.token_hash != session.token_hash)
+            )
+        self.audit.append(
+            "user.password", actor=user.username, element=f"user:{user.username}", source_ip=source_ip, reason="own"
+        )
+        changed = User(user.id, user.username, user.roles, user.disabled, must_change_password=False)
+        return Session(changed, session.kind, session.csrf_token, session.expires, session.token_hash)
 
     def set_roles(self, username: str, roles: Iterable[str], *, actor: str = "opendso") -> User:
         """Replace a user's roles; open sessions of the user are closed."""
@@ -271,7 +314,7 @@ class Security:
             element=f"user:{user.username}",
             details={"before": [r.value for r in user.roles], "after": [r.value for r in parsed]},
         )
-        return User(user.id, user.username, parsed, user.disabled)
+        return User(user.id, user.username, parsed, user.disabled, user.must_change_password)
 
     def set_disabled(self, username: str, disabled: bool = True, *, actor: str = "opendso") -> None:
         """Disable (or enable again) a user; disabling closes the user's sessions."""
@@ -403,7 +446,7 @@ class Security:
             raise AuthError("not logged in")
         digest = _hash_token(token)
         query = (
-            sa.select(sessions, users.c.username, users.c.roles, users.c.disabled)
+            sa.select(sessions, users.c.username, users.c.roles, users.c.disabled, users.c.must_change_password)
             .select_from(sessions.join(users, users.c.id == sessions.c.user_id))
             .where(sessions.c.token_hash == digest)
         )
@@ -412,7 +455,13 @@ class Security:
         now_us = _us(datetime.now(UTC))
         if row is None or row.expires_us <= now_us or row.disabled:
             raise AuthError("not logged in, or the session expired: log in again")
-        user = User(int(row.user_id), row.username, tuple(Role(r) for r in row.roles), bool(row.disabled))
+        user = User(
+            int(row.user_id),
+            row.username,
+            tuple(Role(r) for r in row.roles),
+            bool(row.disabled),
+            bool(row.must_change_password),
+        )
         return Session(user, row.kind, row.csrf_token, _EPOCH + int(row.expires_us) * _ONE_US, digest)
 
     def close_session(self, session: Session, *, source_ip: str | None = None) -> None:
@@ -433,20 +482,25 @@ class Security:
 
 
 def _user(row: Any) -> User:
-    return User(int(row.id), row.username, tuple(Role(r) for r in row.roles), bool(row.disabled))
+    return User(
+        int(row.id), row.username, tuple(Role(r) for r in row.roles), bool(row.disabled), bool(row.must_change_password)
+    )
 
 
 def ensure_admin(historian: Historian, password: str | None = None) -> str | None:
     """Create the first administrator when no user exists; return its one-time password (None otherwise).
 
-    The password is ``password``, else ``OPENDSO_ADMIN_PASSWORD``, else a random one. The user
-    is ``admin`` with roles security_administrator, operator and engineer.
+    The password is ``password``, else ``OPENDSO_ADMIN_PASSWORD``, else a random one that must
+    be changed at the first login. The user is ``admin`` with roles security_administrator,
+    operator and engineer.
     """
     security = Security(historian.engine)
     if security.user_count():
         return None
     secret = password or os.environ.get("OPENDSO_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
-    security.add_user("admin", secret, [r.value for r in ADMIN_ROLES], actor="opendso")
+    chosen = password or os.environ.get("OPENDSO_ADMIN_PASSWORD")
+    # a generated password is shown once on the console: it must be replaced at the first login
+    security.add_user("admin", secret, [r.value for r in ADMIN_ROLES], actor="opendso", must_change_password=not chosen)
     log.info("event=admin_created user=admin")
     return secret
 
@@ -461,6 +515,9 @@ def add_users_parser(subparsers: Any) -> argparse.ArgumentParser:
     add.add_argument("--roles", required=True, help=f"comma-separated roles: {', '.join(r.value for r in Role)}")
     pw = sub.add_parser("set-password", help="set a user's password (asked for, or OPENDSO_PASSWORD)")
     pw.add_argument("username")
+    temporary = "a temporary password: the user must choose a new one at the next login"
+    add.add_argument("--temporary", action="store_true", help=temporary)
+    pw.add_argument("--temporary", action="store_true", help=temporary)
     roles = sub.add_parser("set-roles", help="replace a user's roles")
     roles.add_argument("username")
     roles.add_argument("--roles", required=True, help="comma-separated roles")
@@ -492,10 +549,12 @@ def users_command(args: argparse.Namespace) -> int:
         security = Security(historian.engine)
         action = args.users_action
         if action == "add":
-            user = security.add_user(args.username, _read_password(), args.roles.split(","), actor=actor)
+            user = security.add_user(
+                args.username, _read_password(), args.roles.split(","), actor=actor, must_change_password=args.temporary
+            )
             sys.stdout.write(f"added {user.username} ({', '.join(user.roles)})\n")
         elif action == "set-password":
-            security.set_password(args.username, _read_password(), actor=actor)
+            security.set_password(args.username, _read_password(), actor=actor, must_change_password=args.temporary)
             sys.stdout.write(f"password of {args.username} set\n")
         elif action == "set-roles":
             user = security.set_roles(args.username, args.roles.split(","), actor=actor)
@@ -505,7 +564,9 @@ def users_command(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{args.username} {action}d\n")
         elif action == "list":
             for u in security.list_users():
-                state = " (disabled)" if u.disabled else ""
+                state = (" (disabled)" if u.disabled else "") + (
+                    " (temporary password)" if u.must_change_password else ""
+                )
                 sys.stdout.write(f"{u.username}\t{','.join(u.roles)}{state}\n")
         else:  # pragma: no cover - argparse restricts the choices
             raise InputError(f"unknown users action {action!r}")

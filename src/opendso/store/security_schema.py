@@ -1,7 +1,7 @@
 """Tables of the control-room service: users, sessions and the audit trail (SQLAlchemy 2 Core).
 
 They are registered on the same :data:`opendso.store.schema.metadata` as the historian's tables;
-migration ``0002`` creates exactly these. Times are integer microseconds since the epoch (UTC),
+migrations ``0002`` and ``0003`` create exactly these. Times are integer microseconds since the epoch (UTC),
 as everywhere in the store.
 """
 
@@ -26,6 +26,8 @@ users = sa.Table(
     sa.Column("locked_until_us", sa.BigInteger, nullable=True),
     sa.Column("created_us", sa.BigInteger, nullable=False),
     sa.Column("updated_us", sa.BigInteger, nullable=False),
+    # set for the first administrator and for users an administrator creates (migration 0003)
+    sa.Column("must_change_password", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 #: Login sessions (cookie) and bearer tokens; only a SHA-256 of the token is stored.

@@ -121,7 +121,24 @@ export class AlarmList {
     return { active: all.length, unacked: unacked.length, urgent: urgent.length };
   }
 
+  /** Redraw at the next frame: a burst of alarm events (a feeder trip raises dozens) is one redraw. */
   render() {
+    if (this.renderPending) return;
+    this.renderPending = true;
+    requestAnimationFrame(() => {
+      this.renderPending = false;
+      this.renderNow();
+    });
+  }
+
+  renderNow() {
+    const { active, unacked, urgent } = this.counts();
+    this.badge.hidden = unacked === 0;
+    this.badge.textContent = String(unacked);
+    this.banner.hidden = urgent === 0;
+    this.bannerText.textContent = `${urgent} unacknowledged high-priority alarm${urgent === 1 ? "" : "s"} (${active} active)`;
+    // the table only while it is on screen; showing the alarm page renders it
+    if (this.tbody.offsetParent === null) return;
     const list = this.visible();
     const rows = [];
     if (this.grouped) {
@@ -147,11 +164,6 @@ export class AlarmList {
     }
     this.tbody.innerHTML = rows.join("");
     this.empty.hidden = list.length > 0;
-    const { active, unacked, urgent } = this.counts();
-    this.badge.hidden = unacked === 0;
-    this.badge.textContent = String(unacked);
-    this.banner.hidden = urgent === 0;
-    this.bannerText.textContent = `${urgent} unacknowledged high-priority alarm${urgent === 1 ? "" : "s"} (${active} active)`;
     this.fresh.clear();
   }
 

@@ -78,7 +78,69 @@ $("logout").addEventListener("click", async () => {
   }
 });
 
+// -- password change: required after a temporary password, or on request ---------------------
+let passwordForced = false;
+function showPasswordForm(me, forced) {
+  passwordForced = forced;
+  session.user = me.user;
+  setCsrf(me.csrf_token);
+  $("app-view").hidden = true;
+  $("login-view").hidden = false;
+  $("login-form").hidden = true;
+  $("password-form").hidden = false;
+  $("password-user").value = me.user;
+  $("password-why").textContent = forced
+    ? `${me.user}: your password was temporary. Choose your own password to continue.`
+    : `Change the password of ${me.user}.`;
+  $("password-cancel").textContent = forced ? "Sign out" : "Cancel";
+  $("password-error").textContent = "";
+  $("password-current").focus();
+}
+
+$("password-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const fresh = $("password-new").value;
+  if (fresh !== $("password-repeat").value) {
+    $("password-error").textContent = "The two new passwords differ.";
+    return;
+  }
+  try {
+    const me = await api("/api/auth/password", {
+      method: "POST",
+      body: { current_password: $("password-current").value, new_password: fresh },
+    });
+    for (const id of ["password-current", "password-new", "password-repeat"]) $(id).value = "";
+    $("password-form").hidden = true;
+    $("login-form").hidden = false;
+    await enter(me);
+  } catch (err) {
+    $("password-error").textContent = err instanceof ApiError && err.status === 401
+      ? "The current password is wrong." : `Not changed: ${err.message}`;
+  }
+});
+
+$("password-form").addEventListener("input", () => { $("password-error").textContent = ""; });
+
+$("password-cancel").addEventListener("click", async () => {
+  if (passwordForced) {
+    try { await api("/api/auth/logout", { method: "POST" }); } finally { location.reload(); }
+    return;
+  }
+  $("password-form").hidden = true;
+  $("login-form").hidden = false;
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+});
+
+$("change-password").addEventListener("click", async () => {
+  showPasswordForm(await api("/api/auth/me"), false);
+});
+
 async function enter(me) {
+  if (me.password_change_required) {
+    showPasswordForm(me, true);
+    return;
+  }
   session.user = me.user;
   session.roles = me.roles ?? [];
   setCsrf(me.csrf_token);
@@ -160,6 +222,7 @@ function showPage(page) {
     $(`page-${tab.dataset.page}`).hidden = !on;
   }
   if (page === "log") loadLog();
+  if (page === "alarms") alarms?.renderNow();
   if (page === "audit") loadAudit();
   if (page === "network") network?.requestDraw();
 }
@@ -213,7 +276,7 @@ $("alarm-rows").addEventListener("keydown", (e) => {
 });
 function toggleGroup(g) {
   if (alarms.folded.has(g)) alarms.folded.delete(g); else alarms.folded.add(g);
-  alarms.render();
+  alarms.renderNow();
   document.querySelector(`tr.group-row[data-group="${CSS.escape(g)}"]`)?.focus();
 }
 $("alarm-group-toggle").addEventListener("change", (e) => { alarms.grouped = e.target.checked; alarms.render(); });
@@ -273,7 +336,7 @@ async function selectElement(id, { centre = false } = {}) {
   $("el-name").textContent = el.name;
   renderEstimated(el);
   $("el-fields").innerHTML = Object.entries(el.fields ?? {})
-    .map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(typeof v === "number" ? fmt(v, 4) : typeof v === "object" ? JSON.stringify(v) : v)}</dd>`)
+    .map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(typeof v === "number" ? (Number.isInteger(v) ? String(v) : fmt(v, 4)) : v === null ? "—" : typeof v === "object" ? JSON.stringify(v) : v)}</dd>`)
     .join("");
   const points = el.points ?? [];
   $("el-points").innerHTML = points.length
@@ -304,7 +367,8 @@ async function loadLatest(point) {
     const tr = document.querySelector(`#el-points tr[data-point="${CSS.escape(point)}"]`);
     if (!tr) return;
     tr.querySelector(".pv").textContent = last ? fmt(last.value ?? last.mean, 3) : "—";
-    tr.querySelector(".pq").textContent = last?.quality ?? "";
+    tr.querySelector(".pq").textContent = last ? qualityText(last.quality) : "";
+    tr.querySelector(".pq").className = `pq ${last?.quality ? "warn" : "ok"}`;
   } catch (err) {
     console.warn(err);
   }
@@ -341,7 +405,7 @@ async function loadTrend(point) {
     series: [{}, { label: point, stroke: "#5ec962", width: 1.5, points: { show: false } }],
     axes: [
       { stroke: "#9aa4b2", grid: { stroke: "#2a313b" }, ticks: { stroke: "#2a313b" } },
-      { stroke: "#9aa4b2", grid: { stroke: "#2a313b" }, ticks: { stroke: "#2a313b" }, size: 50 },
+      { stroke: "#9aa4b2", grid: { stroke: "#2a313b" }, ticks: { stroke: "#2a313b" }, size: 72 },
     ],
     legend: { live: true },
   }, [xs, ys], $("el-trend"));
@@ -410,6 +474,15 @@ function renderAudit() {
 }
 $("audit-refresh").addEventListener("click", loadAudit);
 $("audit-filter").addEventListener("input", renderAudit);
+
+// IEC 61850 quality bits, as opendso.quality.Quality stores them
+const QUALITY_BITS = ["invalid", "questionable", "overflow", "out of range", "bad reference", "oscillatory",
+  "failure", "stale", "inconsistent", "inaccurate", "substituted", "test", "blocked", "estimated"];
+function qualityText(q) {
+  if (q === null || q === undefined) return "";
+  if (!q) return "good";
+  return QUALITY_BITS.filter((_, bit) => q & (1 << bit)).join(", ") || `0x${Number(q).toString(16)}`;
+}
 
 function shortTime(ts) {
   return ts ? new Date(ts).toISOString().replace("T", " ").slice(0, 19) : "";
