@@ -32,6 +32,7 @@ off).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -192,6 +193,10 @@ class _PointState:
     quality: Quality | None = None
 
 
+#: Seconds a stopped c104 client is kept before it may be destroyed (see ``_Link.retired``).
+_RETIRE_S = 30.0
+
+
 @dataclass
 class _Link:
     """One source: its points, and the c104 client of the current session."""
@@ -210,6 +215,10 @@ class _Link:
     attempts: int = 0
     inflight: set[asyncio.Future[Any]] = field(default_factory=set)
     callbacks: list[Callable[..., Any]] = field(default_factory=list)  # c104 may not keep them alive
+    # stopped clients, kept alive a while: destroying a c104 client right after stop() races its
+    # connection threads, and glibc aborts the process ("The futex facility returned an unexpected
+    # error code")
+    retired: collections.deque[tuple[float, Any]] = field(default_factory=collections.deque)
 
     async def call(self, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
         """Run a blocking c104 call in a thread; the session waits for it before stopping c104."""
@@ -429,6 +438,10 @@ class Iec104Client(TelemetryAdapter):
             await asyncio.shield(asyncio.wait(set(link.inflight)))
         if client is not None:
             client.stop()  # quick (milliseconds)
+            now = time.monotonic()
+            link.retired.append((now, client))
+            while link.retired and now - link.retired[0][0] > _RETIRE_S:
+                link.retired.popleft()
 
     # -- data ----------------------------------------------------------------------------------
     def _accept(self, c: Any, p: Point, cp: Any) -> None:
