@@ -193,8 +193,8 @@ class _PointState:
     quality: Quality | None = None
 
 
-#: Seconds a stopped c104 client is kept before it may be destroyed (see ``_Link.retired``).
-_RETIRE_S = 30.0
+#: Seconds a stopped c104 client is kept before it is destroyed (see ``_Link.retired``).
+_RETIRE_S = 1.0
 
 
 @dataclass
@@ -299,6 +299,13 @@ class Iec104Client(TelemetryAdapter):
     async def _close(self) -> None:
         for link in self._links.values():
             await self._end_session(link)
+        # destroy the stopped clients here, once their threads are done, not later in a garbage
+        # collection at some random point of another connection's life
+        newest = max((t for link in self._links.values() for t, _ in link.retired), default=None)
+        if newest is not None:
+            await asyncio.sleep(max(0.0, newest + _RETIRE_S - time.monotonic()))
+        for link in self._links.values():
+            link.retired.clear()
 
     async def _supervise(self, link: _Link) -> None:
         delay = self.backoff_s
