@@ -114,8 +114,9 @@ export class AlarmList {
       .sort((a, b) => (RANK[a.priority] ?? 9) - (RANK[b.priority] ?? 9) || String(b.since).localeCompare(String(a.since)));
   }
 
+  /** Counts as the server's status gives them: active = in alarm (severity > 0) and not shelved. */
   counts() {
-    const all = [...this.alarms.values()].filter((a) => !a.shelved_until);
+    const all = [...this.alarms.values()].filter((a) => !a.shelved_until && a.severity !== 0);
     const unacked = all.filter((a) => !a.acknowledged);
     const urgent = unacked.filter((a) => RANK[a.priority] <= 2);
     return { active: all.length, unacked: unacked.length, urgent: urgent.length };
