@@ -10,7 +10,7 @@ FIND_PYTHON = for p in python3.13 python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pye
 	if command -v "$$p" >/dev/null 2>&1 && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then \
 	command -v "$$p"; break; fi; done
 
-.PHONY: run test bench lint typecheck unit venv clean browser
+.PHONY: run test bench lint typecheck unit venv clean browser test-tools
 
 $(STAMP): pyproject.toml
 	@py="$$($(FIND_PYTHON))"; \
@@ -33,15 +33,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# The web UI tests drive Debian's Chromium through Playwright (no browser download): install it
-# when it is missing and we may (root, or CI); otherwise say how.
-browser:
-	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
-	  if [ "$$CI" = true ] || [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium" >&2; \
-	  else echo "web UI tests need Chromium: sudo apt-get install chromium" >&2; fi; }
+# The web UI tests drive Debian's Chromium through Playwright (no browser download), and the audit
+# forwarding tests send to a real rsyslog collector over TLS: install them when they are missing and
+# we may (root, or CI); otherwise say how.
+TEST_TOOLS := chromium:/usr/bin/chromium rsyslog:/usr/sbin/rsyslogd rsyslog-gnutls:/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so
 
-unit: $(STAMP) browser
+test-tools:
+	@missing=""; for pair in $(TEST_TOOLS); do pkg=$${pair%%:*}; file=$${pair#*:}; \
+	  [ -e "$$file" ] || dpkg -s "$$pkg" >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$CI" = true ] || [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null) || echo "could not install$$missing" >&2; \
+	  else echo "some tests need:$$missing (sudo apt-get install$$missing)" >&2; fi; fi
+
+browser: test-tools
+
+unit: $(STAMP) test-tools
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck unit

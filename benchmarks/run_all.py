@@ -39,6 +39,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bench_ui.py",
         "the control room through Chromium: page load, state-to-screen latency, /api/state throughput",
     ),
+    "login_flood": (
+        "bench_login_flood.py",
+        "200 concurrent logins against opendso run: status latency, cycle time and memory, idle vs flood",
+    ),
 }
 
 

@@ -14,6 +14,13 @@ from opendso.grid.model import Grid
 from opendso.grid.sources import load_grid
 
 DATA = Path(__file__).parent / "data"
+#: Login rate limits that functional tests, which log in many times from one address, do not reach
+#: (the limits themselves are tested with their defaults in test_login_protection.py).
+from opendso.service.login_gate import LoginLimits  # noqa: E402
+
+UNLIMITED_LOGINS = LoginLimits(
+    per_source_per_minute=1e6, per_source_burst=10_000, overall_per_minute=1e6, overall_burst=10_000
+)
 BROKER_URL = os.environ.get("OPENDSO_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 
 
@@ -72,6 +79,8 @@ def _grid_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["OPENDSO_CACHE_DIR"] = str(tmp_path_factory.mktemp("opendso-cache"))
+    # the data folder (integrity keys and anchors of server databases, buffers) is the test session's too
+    os.environ["OPENDSO_DATA_DIR"] = str(tmp_path_factory.mktemp("opendso-data"))
 
 
 @cache

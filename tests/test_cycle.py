@@ -158,3 +158,144 @@ def test_an_unobservable_estimate_is_itself_an_alarm(grid: Grid) -> None:
     healthy = cycle.run(field_readings(grid, T0), T0 + timedelta(seconds=8))
     cleared = [(e.monitor, e.channel) for e in healthy.alarm_events if e.transition == Transition.CLEARED]
     assert ("system", "state estimation") in cleared
+
+
+# -- issue 8: floods grouped under their cause, designed suppression, chattering defaults, restarts -----------
+def _feeder_labels(grid: Grid) -> np.ndarray:
+    topo = analyse_topology(grid)
+    names = dict(zip(topo.feeders.id.tolist(), topo.feeders.name.tolist(), strict=True))
+    return np.array([names.get(int(f)) for f in topo.node_feeder], dtype=object)
+
+
+def _tripped(grid: Grid, readings: dict[str, Reading], when: datetime) -> tuple[str, dict[str, Reading]]:
+    name = str(grid.switch_names[feeder_breaker(grid)])
+    tripped = dict(readings)
+    tripped[f"{name}/switch"] = Reading(0.0, 0, when)
+    return name, tripped
+
+
+def test_a_trip_is_one_group_headed_by_the_breaker_with_its_consequences_under_it(grid: Grid) -> None:
+    from opendso.operations.alarms import count_alarms
+
+    cycle = RealTimeCycle(grid, points_of(grid), feeder_of_node=_feeder_labels(grid))
+    readings = field_readings(grid, T0)
+    cycle.run(readings, T0)
+    breaker, tripped = _tripped(grid, readings, T0)
+    result = cycle.run(tripped, T0 + timedelta(seconds=2))
+    supply = [e for e in result.alarm_events if e.monitor == "supply"]
+    assert len(supply) > 5
+    assert all(e.cause == f"switch:{breaker}" for e in supply)  # the event log names the cause too
+    groups = group_alarms([a for m in cycle.monitors for a in m.active()])
+    (group,) = [g for g in groups if g.count > 1]
+    assert group.head.key == f"switch:{breaker}"  # the cause heads: before, the breaker stood outside the group
+    assert {a.key for a in group.alarms[1:]} == {e.key for e in supply}
+    assert group.count == len(supply) + 1
+    assert count_alarms(cycle.monitors).standing == group.count
+
+
+def test_commanded_switching_suppresses_its_consequences_by_design(grid: Grid) -> None:
+    from opendso.operations.alarms import count_alarms
+
+    cycle = RealTimeCycle(grid, points_of(grid), feeder_of_node=_feeder_labels(grid))
+    readings = field_readings(grid, T0)
+    cycle.run(readings, T0)
+    breaker, opened = _tripped(grid, readings, T0)
+    cycle.command_switch(breaker, closed=False)
+    result = cycle.run(opened, T0 + timedelta(seconds=2))
+    supply = [e for e in result.alarm_events if e.monitor == "supply"]
+    assert supply, "the loss of supply is still logged"
+    assert all(e.suppressed and not e.announced for e in supply)
+    counts = count_alarms(cycle.monitors)
+    assert (counts.standing, counts.unacknowledged, counts.suppressed) == (0, 0, len(supply))
+    reasons = {a.suppressed_reason for m in cycle.monitors for a in m.listed()}
+    assert reasons == {f"intended switching: {breaker} opened on command"}
+    # closed again on command: supply returns, nothing is left to acknowledge
+    cycle.command_switch(breaker, closed=True)
+    cycle.run(readings, T0 + timedelta(seconds=4))
+    assert count_alarms(cycle.monitors) == type(counts)()
+
+
+def test_an_area_under_a_permit_is_suppressed_by_design_until_released(grid: Grid) -> None:
+    from opendso.operations.alarms import AlarmStateError, count_alarms
+
+    cycle = RealTimeCycle(grid, points_of(grid), feeder_of_node=_feeder_labels(grid))
+    readings = field_readings(grid, T0)
+    cycle.run(readings, T0)
+    breaker, tripped = _tripped(grid, readings, T0)
+    area = cycle.switching.groups[list(cycle.switching.channels).index(breaker)]
+    assert area in cycle.areas()
+    with pytest.raises(InputError, match="no alarm area"):
+        cycle.suppress_area("no such feeder", reason="permit 12", actor="eng", time=T0)
+    cycle.suppress_area(area, reason="permit 12", actor="eng", time=T0)
+    with pytest.raises(AlarmStateError, match="suppressed already"):
+        cycle.suppress_area(area, reason="permit 12", actor="eng", time=T0)
+    result = cycle.run(tripped, T0 + timedelta(seconds=2))
+    assert [e for e in result.alarm_events if e.announced] == []  # the whole feeder is under the permit
+    counts = count_alarms(cycle.monitors)
+    assert counts.standing == 0
+    assert counts.suppressed > 5
+    released = cycle.release_area(area, time=T0 + timedelta(seconds=3))
+    raised = [e for e in released if e.announced]
+    assert {e.key for e in raised} >= {f"switch:{breaker}"}  # still active: announced again
+    assert count_alarms(cycle.monitors).unacknowledged == counts.suppressed
+
+
+#: The alarm settings before issue 8: a 0.005 p.u. deadband and no delays.
+OLD_VOLTAGE_ALARMS = CycleSettings(voltage_deadband_pu=0.005, alarm_delay_s=0.0, alarm_off_delay_s=0.0)
+
+
+def test_default_deadband_and_delay_stop_voltage_chattering_at_the_limit(grid: Grid) -> None:
+    """Nodes near 1.05 p.u. with the voltage class's noise (0.5 %), estimated every cycle for ten minutes."""
+    rng = np.random.default_rng(8)
+    n = grid.count("node")
+    period = CycleSettings().period_s
+    for mean in (1.045, 1.05, 1.055):
+        noise = rng.normal(0.0, 0.005, (300, n))
+        old = RealTimeCycle(grid, points_of(grid), settings=OLD_VOLTAGE_ALARMS)
+        new = RealTimeCycle(grid, points_of(grid))
+        raised = {"old": 0, "new": 0}
+        chattering = {"old": 0, "new": 0}
+        for k in range(300):
+            when = T0 + timedelta(seconds=period * k)
+            u = np.full(n, mean) + noise[k]
+            for name, cycle in (("old", old), ("new", new)):
+                events = cycle.voltage.update_values(when, u)
+                raised[name] += sum(e.transition == Transition.RAISED for e in events)
+                chattering[name] += sum(e.transition == Transition.CHATTERING for e in events)
+        assert chattering["old"] > n // 4, (mean, chattering)  # the old defaults chattered
+        assert chattering["new"] == 0, (mean, chattering)
+        assert raised["new"] <= n, (mean, raised)  # at most one raise per node in ten minutes
+        assert raised["old"] > 3 * n, (mean, raised)
+
+
+def test_start_up_keeps_restored_alarms_until_the_switch_positions_are_in(grid: Grid) -> None:
+    first = RealTimeCycle(grid, points_of(grid), feeder_of_node=_feeder_labels(grid))
+    readings = field_readings(grid, T0)
+    first.run(readings, T0)
+    breaker, tripped = _tripped(grid, readings, T0)
+    first.run(tripped, T0 + timedelta(seconds=2))
+    first.switching.acknowledge(T0, breaker, actor="op")
+    saved = {s.key: s for m in first.monitors for s in m.take_dirty()}
+    # a restart: the state comes back, but the first readings lack the switch positions
+    second = RealTimeCycle(grid, points_of(grid), feeder_of_node=_feeder_labels(grid), settings=CycleSettings())
+    for m in second.monitors:
+        m.restore(saved)
+    no_switches = {p: r for p, r in tripped.items() if not p.endswith("/switch")}
+    early = second.run(no_switches, T0 + timedelta(seconds=60))
+    assert [e for e in early.alarm_events if e.monitor in ("supply", "switch")] == []
+    later = second.run(tripped, T0 + timedelta(seconds=62))
+    assert [e for e in later.alarm_events if e.announced] == []  # still active: no new announcement
+    assert second.switching.acknowledged[list(second.switching.channels).index(breaker)]
+
+
+def test_an_auto_reclose_sequence_announces_every_trip_of_the_breaker(grid: Grid) -> None:
+    cycle = RealTimeCycle(grid, points_of(grid), feeder_of_node=_feeder_labels(grid))
+    readings = field_readings(grid, T0)
+    cycle.run(readings, T0)
+    breaker, tripped = _tripped(grid, readings, T0)
+    announced = []
+    for k in range(1, 8):  # trip, reclose, trip, reclose, ... lockout, all within half a minute
+        result = cycle.run(tripped if k % 2 else readings, T0 + timedelta(seconds=4 * k))
+        announced += [e for e in result.alarm_events if e.announced and e.key == f"switch:{breaker}"]
+    assert len(announced) == 4  # every trip, the lockout included, reaches the operator
+    assert not cycle.switching.chattering.any()

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,9 +25,13 @@ if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
 else:
     pytest.importorskip("c104", reason="the optional extra iec104 (c104) is not installed")
 
+from leaks import assert_no_leaks
+
+from opendso.grid.model import Grid
 from opendso.telemetry import Measurement, Quality
 from opendso.telemetry.iec104 import Iec104Client, Iec104Server, LinkParameters
-from opendso.telemetry.points import PointMap, parse_point_map
+from opendso.telemetry.points import PointMap, parse_point_map, point_map_for_grid
+from opendso.telemetry.simulator import FieldSimulator
 
 FAST = LinkParameters(t0_s=2, t1_s=2, t2_s=1, t3_s=1)
 #: name -> (type, ioa, scale, offset, value served)
@@ -57,6 +61,12 @@ def make_map(port: int, *, stale_after_s: float = 30.0, points: dict[str, Any] |
     return parse_point_map(data, file="test")
 
 
+@pytest.fixture(autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    with assert_no_leaks():
+        yield
+
+
 @pytest_asyncio.fixture
 async def server() -> AsyncIterator[Iec104Server]:
     srv = Iec104Server.for_source(make_map(0), "rtu", port=0, link=FAST)
@@ -75,6 +85,7 @@ def client_for(port: int, **options: Any) -> Iec104Client:
     options.setdefault("startdt_timeout_s", 0.3)
     stale_after_s = options.pop("stale_after_s", 30.0)
     options.setdefault("point_map", make_map(port, stale_after_s=stale_after_s))
+    options.setdefault("port", port)  # the point map's own port when it was made for it
     return Iec104Client(name="iec", **options)
 
 
@@ -208,6 +219,59 @@ async def test_commands_round_trip(server: Iec104Server) -> None:
     assert server.value("float")[0] == 2_000.0
     assert server.value("single")[0] == 1.0  # refused: unchanged
     assert server.commands_received == 4
+
+
+@pytest.mark.asyncio
+async def test_client_reports_negative_and_missing_confirmations_as_refusals(server: Iec104Server) -> None:
+    """A command is True only on a positive ACT_CON of its execute; the RTU's defaults are honoured."""
+    received: list[tuple[str, float]] = []
+    server.on_command = lambda point, value: received.append((point, value)) is None
+    assert server.command_mode("breaker") == "select"
+    assert server.command_mode("float") == "direct"
+    ghost = {**POINTS, "ghost": ("M_SP_NA_1", 99, 1.0, 0.0, 0.0)}  # the RTU has no object at 99 nor 100099
+    async with client_for(server.port, point_map=make_map(server.port, points=ghost), command_timeout_s=1.0) as client:
+        await wait_for(lambda: client.connected)
+        # by default the client selects before it operates a switch, and sets points directly
+        assert await client.send_double_command("breaker", closed=False)
+        assert await client.send_setpoint("float", 3_000.0)
+        # COT 47 from the RTU (no confirmation at all): a refusal, once the command timeout is over
+        assert not await client.send_single_command("ghost", on=True)
+    async with client_for(server.port, select_before_operate=False) as direct:
+        await wait_for(lambda: direct.connected)
+        # executing a select-before-operate object directly: ACT_CON P/N = 1, reported as refused
+        assert not await direct.send_double_command("breaker", closed=True)
+    async with client_for(server.port, select_before_operate=True) as selecting:
+        await wait_for(lambda: selecting.connected)
+        # selecting a direct-operate object: the select is confirmed negatively, nothing is executed
+        assert not await selecting.send_setpoint("float", 4_000.0)
+    assert received == [("breaker", 0.0), ("float", 3_000.0)]
+    assert server.value("breaker")[0] == 0.0
+    assert server.value("float")[0] == 3_000.0
+
+
+@pytest.mark.asyncio
+async def test_field_simulator_rtu_takes_and_refuses_a_real_clients_commands(
+    grid_of: Callable[[str], Grid],
+) -> None:
+    """The simulator's RTU against c104's client: a breaker operated select-before-operate, a refusal reported."""
+    grid = grid_of("demo")
+    point_map = point_map_for_grid(grid, protocol="iec104", port=0)
+    options = {"field": {"port": 0, "link": FAST}}
+    sim = FieldSimulator(grid, point_map, noise=0, speed=1.0, publish_period_s=0.2, server_options=options)
+    breaker = next(p for p in point_map.points if p.quantity == "switch")
+    sensor = next(p for p in point_map.points if p.quantity == "u")
+    async with sim:
+        port = sim.servers[0].server.port  # type: ignore[attr-defined]
+        async with client_for(port, point_map=point_map, command_timeout_s=5.0) as client:
+            await wait_for(lambda: client.connected, timeout=15)
+            assert sim.switch_closed(breaker.element)
+            assert await client.send_double_command(breaker.name, closed=False)
+            assert not sim.switch_closed(breaker.element)
+            latest = await collect(client, lambda d: d.get(breaker.name) is not None and d[breaker.name].value == 0.0)
+            assert latest[breaker.name].quality == Quality.GOOD
+            # the twin refuses a set-point on a voltage measurement: a negative confirmation, a refusal
+            assert not await client.send_setpoint(sensor.name, 10_000.0)
+    assert (sim.counters.commands, sim.counters.refused_commands) == (2, 1)
 
 
 @pytest.mark.asyncio

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from itertools import product
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from leaks import assert_no_leaks
 
 from opendso.telemetry import Measurement, ModbusPointServer, ModbusPoller, Quality
 from opendso.telemetry.modbus import decode_registers, encode_value
@@ -25,6 +26,12 @@ CASES = [
     ("float32", 1.0, 0.0, 10_512.5),
     ("float64", 1.0, 5.0, 123_456.789_012_5),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    with assert_no_leaks():
+        yield
 
 
 def test_register_encoding_is_explicit() -> None:

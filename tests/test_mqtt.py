@@ -11,17 +11,24 @@ import asyncio
 import math
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from leaks import assert_no_leaks
 
 from opendso.telemetry import Measurement, MqttPublisher, MqttSubscriber, Quality
 from opendso.telemetry.points import PointMap, parse_point_map
 
 BROKER_URL = os.environ.get("OPENDSO_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    with assert_no_leaks():
+        yield
 
 
 def make_map(stale_after_s: float = 60.0) -> PointMap:

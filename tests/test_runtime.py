@@ -13,9 +13,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import _cached_grid
 
+from opendso.demo import describe_demo_day
 from opendso.errors import InputError
 from opendso.grid.model import Grid
 from opendso.operations.cycle import CycleResult
@@ -23,6 +26,7 @@ from opendso.runtime import ControlRoomProcess, demo_scenario, demo_start_step, 
 from opendso.service.audit import AuditTrail
 from opendso.service.server import bind_socket
 from opendso.store import Historian
+from opendso.store.integrity import KEY_FILE
 from opendso.telemetry.scenario import ScenarioEvent, scenario_of
 
 
@@ -56,6 +60,79 @@ async def test_control_room_process_runs_and_trips_a_breaker(grid_of: Callable[[
         assert "alarm.raised" in kinds
     finally:
         reopened.close()
+
+
+def test_demo_day_pv_peak_overloads_a_line_and_raises_a_loading_alarm(tmp_path: Path) -> None:
+    # the scripted day through the real cycle (Modbus, historian, state estimation, alarms); the
+    # clock is driven (paused, then jumped) instead of waited for
+    grid = _cached_grid("demo")
+    cycles: list[CycleResult] = []
+    process = ControlRoomProcess(grid, tmp_path, port=None, period_s=0.5, on_cycle=cycles.append)
+    sim = process.simulator
+    peak = next(e for e in sim.scenario.events if e.kind == "pv_scale" and (e.factor or 0) > 1)
+    peak_end = next(e for e in sim.scenario.events if e.kind == "pv_scale" and e.at_s > peak.at_s)
+    monitor = process.monitor.cycle.loading
+    lines = [str(n) for n in grid.names_of("line")]
+
+    def overloaded() -> list[str]:
+        return [str(c) for c, sev in zip(monitor.channels, monitor.severity, strict=True) if sev >= 2]
+
+    def cycles_after(n: int) -> None:
+        target = len(cycles) + n
+        _wait(lambda: len(cycles) >= target, f"{n} cycles")
+
+    with process.in_thread():
+        process.call(sim.pause)
+        process.call(sim.jump_to, peak.at_s - 1800)  # 10:30, before the peak
+        cycles_after(6)
+        assert overloaded() == []
+        assert all(e.kind != "alarm.raised" or not (e.element or "").startswith("loading:") for e in _events(process))
+
+        process.call(sim.jump_to, peak.at_s + 1800)  # 11:30, in the PV peak
+        _wait(lambda: bool(overloaded()), "a loading alarm during the PV peak")
+        cycles_after(2)
+        estimate = cycles[-1].estimation.output["line"]["loading"]
+        truth = process.call(lambda: sim.result.output["line"]["loading"])
+        alarmed = [c.split(":", 1)[1] for c in overloaded() if c.startswith("line:")]
+        assert alarmed
+        # a real overload, seen by the control room: above 100 % in the twin and in the estimate
+        really = [name for name in alarmed if truth[lines.index(name)] > 1.0]
+        assert really, {name: float(truth[lines.index(name)]) for name in alarmed}
+        assert all(estimate[lines.index(name)] > 1.0 for name in really)
+        assert process.call(lambda: float(sim.result.output["line"]["loading"].max())) > 1.0
+        # and voltages lifted above the alarm limit (1.10 p.u.)
+        assert float(cycles[-1].estimation.output["node"]["u_pu"].max()) > 1.10
+        raised = [e for e in _events(process) if e.kind == "alarm.raised"]
+        assert any((e.element or "").startswith("loading:line:") for e in raised)
+        assert any((e.element or "").startswith("voltage:") for e in raised)
+
+        process.call(sim.jump_to, peak_end.at_s + 1800)  # 14:30, PV back to its profile
+        _wait(lambda: not overloaded(), "the loading alarm clears after the PV peak")
+
+
+def _events(process: ControlRoomProcess) -> list[Any]:
+    return list(process.historian.events.read(1, limit=100_000))
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
+    """Wait for a condition of the running control room (a deadline for a busy machine, not a threshold)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.1)
+
+
+def test_run_help_and_readme_give_the_scripted_day_with_simulated_and_real_times() -> None:
+    done = subprocess.run([_opendso(), "run", "--help"], capture_output=True, text=True, timeout=120, check=True)
+    text = " ".join(done.stdout.split())
+    assert "15:00 after 10 min real a feeder breaker trips" in text
+    assert "11:00 after 6 min real clear-sky PV peak" in text
+    assert "06:00 after 1 min real morning load ramp" in text
+    # the README shows the same timetable, word for word
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    assert " ".join(describe_demo_day().split()) in readme
+    assert "opendso trainer" in readme
 
 
 def _opendso() -> str:
@@ -199,17 +276,20 @@ def test_control_room_on_real_servers_over_mqtt(
                 "/api/auth/token", json={"username": "admin", "password": "installer's password"}
             ).json()["access_token"]
             client.headers["Authorization"] = f"Bearer {token}"
+            # the estimate may converge before the last MQTT topics of the first publish arrive:
+            # wait for both (a deadline for a busy machine), then require both
             deadline = time.monotonic() + 30
-            state: dict[str, object] = {}
+            state: dict[str, Any] = {}
+            status: dict[str, Any] = {}
             while time.monotonic() < deadline:
                 state = client.get("/api/state").json()
-                if state["converged"]:
+                status = client.get("/api/status").json()
+                if state["converged"] and status["telemetry"]["good"] == len(process.point_map):
                     break
                 time.sleep(0.2)
             assert state["converged"] is True
-            status = client.get("/api/status").json()
             assert status["telemetry"]["good"] == len(process.point_map)
-    reopened = Historian.open(db_url)
+    reopened = Historian.open(db_url, key_path=tmp_path / KEY_FILE)  # the run's integrity key, in its data folder
     try:
         assert reopened.count() > 0
         assert any(r.action == "token.issued" for r in AuditTrail(reopened.engine).read())

@@ -9,6 +9,7 @@ naming the file, element and field.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -345,10 +346,24 @@ def cmd_shortcircuit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_settings(trusted_proxies: Sequence[str]) -> Any:
+    """The web service's settings from the environment, with ``--trusted-proxy`` addresses added."""
+    import dataclasses
+
+    from opendso.service import ServiceSettings
+
+    settings = ServiceSettings.from_env()
+    if trusted_proxies:
+        proxies = tuple(dict.fromkeys([*settings.trusted_proxies, *trusted_proxies]))
+        settings = dataclasses.replace(settings, trusted_proxies=proxies)
+    return settings
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the control room on embedded defaults: simulated field, telemetry, historian, cycle, alarms."""
     import asyncio
 
+    from opendso.demo import describe_demo_day
     from opendso.operations.cycle import CycleResult
     from opendso.runtime import ControlRoomProcess
     from opendso.store import data_dir
@@ -359,7 +374,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def show(result: CycleResult) -> None:
         summary = result.summary()
-        active = sum(len(m.active()) for m in process.monitor.cycle.monitors)
+        # the same counts as the status bar and /api/status (one definition: count_alarms)
+        counts = process.room.alarm_counts()
+        active = counts["standing"]
         if result.alarm_events or active != last_alarms["count"]:
             last_alarms["count"] = active
             sim = process.simulator.simulated_clock().strftime("%H:%M")
@@ -370,7 +387,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             print(
                 f"  simulated {sim}  cycle {summary['timings_ms'].get('cycle', 0):6.1f} ms  U {u}  "
-                f"alarms active {active} (+{len(result.alarm_events)} transitions)",
+                f"alarms {active} standing, {counts['unacknowledged']} unacknowledged "
+                f"(+{len(result.alarm_events)} transitions)",
                 flush=True,
             )
 
@@ -383,6 +401,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         on_cycle=show,
         host=args.host,
         port=args.port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        service_settings=_service_settings(args.trusted_proxy),
         on_ready=lambda: print(
             f"Control room: {process.url}/  (API documentation {process.url}/api/docs). Ctrl-C stops.", flush=True
         ),
@@ -394,6 +415,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"simulated clock {args.speed:g}x from {process.simulator.simulated_clock():%Y-%m-%d %H:%M}.",
         flush=True,
     )
+    if args.grid == "demo":
+        print(describe_demo_day(args.speed), flush=True)
     if process.created_admin_password is not None:
         if os.environ.get("OPENDSO_ADMIN_PASSWORD"):
             how = "with the password in OPENDSO_ADMIN_PASSWORD"
@@ -409,6 +432,90 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     asyncio.run(process.run(duration_s=args.duration))
     print("OpenDSO stopped cleanly.", flush=True)
+    return 0
+
+
+class _RemoteError(OpenDSOError):
+    """The control room refused a request or could not be reached (exit status 1; 2 for bad input)."""
+
+
+def _call(url: str, method: str, path: str, body: Any = None, token: str | None = None, timeout_s: float = 30.0) -> Any:
+    """One JSON request to a control room; return the decoded answer or raise naming what went wrong."""
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Accept": "application/json"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            text = response.read().decode()
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read().decode()).get("detail", exc.reason)
+        except (ValueError, AttributeError):
+            detail = exc.reason
+        error = InputError if exc.code in (400, 422) else _RemoteError
+        raise error(f"{method} {url}{path}: {exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _RemoteError(f"cannot reach the control room at {url}: {reason}") from None
+    return json.loads(text) if text else None
+
+
+def _describe_clock(state: dict[str, Any]) -> str:
+    """The trainer's clock in one line: simulated time, speed, paused, the next scripted event."""
+    clock = state["simulated_time"].replace("T", " ")[:19]
+    line = f"simulated {clock}, {state['speed']:g}x" + (", PAUSED" if state["paused"] else "")
+    following = state.get("next_event")
+    if following is None:
+        return line + "; no scripted event left"
+    at = following["at"].replace("T", " ")[11:16]
+    when = f"in {state['next_in_s'] / 60:.0f} simulated min"
+    if state.get("next_in_real_s") is not None:
+        when += f", {state['next_in_real_s']:.0f} s real"
+    return line + f"; next {at} {following['what']} ({when})"
+
+
+def cmd_trainer(args: argparse.Namespace) -> int:
+    """Steer the simulated clock of a running control room: status, pause, resume, speed N, next."""
+    import getpass
+
+    url = args.url.rstrip("/")
+    password = os.environ.get("OPENDSO_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            raise InputError("no password: set OPENDSO_PASSWORD or run in a terminal to be asked for it")
+        password = getpass.getpass(f"Password of {args.user} at {url}: ")
+    login = _call(url, "POST", "/api/auth/token", {"username": args.user, "password": password})
+    token = login["access_token"]
+    try:
+        if args.action == "status":
+            state = _call(url, "GET", "/api/trainer", token=token)
+        elif args.action == "speed":
+            if args.value is None:
+                raise InputError("opendso trainer speed needs a value: simulated seconds per real second, e.g. 600")
+            try:
+                speed = float(args.value)
+            except ValueError:
+                raise InputError(f"speed must be a number, got {args.value!r}") from None
+            state = _call(url, "POST", "/api/trainer/speed", {"speed": speed}, token=token)
+        else:
+            if args.value is not None:
+                raise InputError(f"opendso trainer {args.action} takes no value, got {args.value!r}")
+            state = _call(url, "POST", f"/api/trainer/{args.action}", token=token)
+    finally:
+        # the token is for this one command: revoke it
+        with contextlib.suppress(OpenDSOError):
+            _call(url, "POST", "/api/auth/logout", token=token)
+    if args.json:
+        _emit_json(state)
+    else:
+        print(_describe_clock(state))
     return 0
 
 
@@ -451,7 +558,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             _emit_json(summary)
             sys.stdout.flush()
             return
-        active = sum(len(m.active()) for m in monitor.cycle.monitors)
+        from opendso.operations.alarms import count_alarms
+
+        counts = count_alarms(monitor.cycle.monitors)  # one definition, as the status bar and /api/status
         u = (
             f"{summary['u_min_pu']:.4f}..{summary['u_max_pu']:.4f} p.u."
             if summary["u_min_pu"] is not None
@@ -460,7 +569,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         print(
             f"{summary['time'][11:19]} cycle {summary['timings_ms'].get('cycle', 0):7.1f} ms  "
             f"observable {'yes' if summary['observable'] else 'NO '}  U {u}  points {summary['used_points']} "
-            f"(bad {summary['bad_points']})  alarms active {active} (+{summary['alarm_transitions']})",
+            f"(bad {summary['bad_points']})  alarms {counts.standing} standing, {counts.unacknowledged} "
+            f"unacknowledged (+{summary['alarm_transitions']})",
             flush=True,
         )
 
@@ -687,22 +797,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON records")
     p.set_defaults(func=cmd_history)
 
-    from opendso.service.audit import add_audit_parser, audit_verify_command
+    from opendso.service.audit import add_audit_parser
     from opendso.service.security import add_users_parser, users_command
 
     add_users_parser(sub).set_defaults(func=users_command)
-    add_audit_parser(sub).set_defaults(func=audit_verify_command)
+    add_audit_parser(sub)
 
-    p = sub.add_parser("run", help="start the control room on embedded defaults (simulated field, SQLite)")
+    from opendso.demo import DEFAULT_SPEED, describe_demo_day
+
+    p = sub.add_parser(
+        "run",
+        help="start the control room on embedded defaults (simulated field, SQLite)",
+        description="Start the control room on embedded defaults: the field simulator on the grid with a "
+        "scripted day, telemetry over Modbus TCP (or MQTT), historian, real-time cycle, alarms and the "
+        "web service. A trainer pauses, speeds up or fast-forwards the simulated clock with 'opendso trainer'.",
+        epilog=describe_demo_day(DEFAULT_SPEED),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--grid", default="demo", help="grid source (default: demo)")
     p.add_argument("--data-dir", help="data folder (default: OPENDSO_DATA_DIR or ~/.local/share/opendso)")
     p.add_argument("--database-url", help="historian database (default: SQLite in the data folder)")
     p.add_argument("--broker", help="MQTT broker URL: simulated field over MQTT instead of Modbus TCP")
-    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=DEFAULT_SPEED,
+        help=f"simulated seconds per real second (default {DEFAULT_SPEED:g}: a simulated day in "
+        f"{24 * 3600 / DEFAULT_SPEED / 60:g} real minutes; the timetable below)",
+    )
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("--host", default="127.0.0.1", help="address the web service listens on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port of the web service (default: 8000; 0: any free port)")
+    p.add_argument("--tls-cert", type=Path, help="serve https with this certificate (PEM; with --tls-key)")
+    p.add_argument("--tls-key", type=Path, help="the private key of --tls-cert (PEM)")
+    p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="a reverse proxy whose X-Forwarded-For/-Proto headers are believed (repeatable; default: none; "
+        "also OPENDSO_TRUSTED_PROXIES)",
+    )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "trainer",
+        help="steer the simulated clock of a running control room: pause, resume, speed, next event",
+        description="Steer the field simulator's clock of a running 'opendso run' (engineer role). Every action "
+        "is in the audit trail and the event log.",
+        epilog="actions: status (the clock and the next scripted event), pause, resume, speed N (N simulated "
+        "seconds per real second, 0 < N <= 3600), next (jump to the next scripted event, which runs at once). "
+        "The password comes from OPENDSO_PASSWORD, else it is asked for.",
+    )
+    p.add_argument("action", choices=["status", "pause", "resume", "speed", "next"], help="what to do")
+    p.add_argument("value", nargs="?", help="for speed: simulated seconds per real second")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the control room (default: http://127.0.0.1:8000)")
+    p.add_argument("--user", required=True, help="your user name in the control room (an engineer)")
+    p.add_argument("--json", action="store_true", help="print the clock as one JSON object")
+    p.set_defaults(func=cmd_trainer)
     return parser
 
 

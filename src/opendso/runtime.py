@@ -3,8 +3,10 @@
 It starts, in one asyncio loop:
 
 - the field simulator on the grid (the demo grid by default) at an accelerated clock, with a
-  scripted day (:func:`demo_scenario`): a morning load ramp, a midday PV peak that overloads a
-  line and lifts voltages, and a feeder breaker trip that is later reclosed;
+  scripted day (:func:`demo_scenario`, timetable in :data:`opendso.demo.DEMO_DAY`): a morning load ramp, a
+  midday PV peak that overloads a feeder cable and lifts voltages, and a feeder breaker
+  trip that is later reclosed. A trainer pauses, speeds up or fast-forwards that clock
+  (:mod:`opendso.service.trainer`, ``opendso trainer``);
 - the telemetry adapters reading it over a real protocol on loopback (Modbus TCP by default, or
   MQTT through ``--broker``);
 - the historian (SQLite in the data folder unless ``--database-url`` names another database),
@@ -23,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,21 +37,22 @@ from typing import Any
 
 import numpy as np
 
+from opendso.demo import DEFAULT_SPEED, DEMO_DAY, DEMO_LOAD_RAMP_FACTOR, DEMO_PV_PEAK_FACTOR, DEMO_START_HOUR
 from opendso.grid.model import Grid
 from opendso.grid.topology import analyse_topology
 from opendso.operations.cycle import CycleResult, CycleSettings
 from opendso.operations.monitor import Monitor
 from opendso.service import ControlRoom, ServiceSettings, create_app, ensure_admin
-from opendso.service.server import WebServer, bind_socket, url_of
+from opendso.service.server import WebServer, bind_socket, plain_http_warning, url_of
+from opendso.service.syslog import SyslogSettings, start_forwarding
 from opendso.store import Historian
+from opendso.store.integrity import KEY_FILE, private_folder
 from opendso.telemetry import FieldSimulator, modbus_pollers, mqtt_subscribers, point_map_for_grid
 from opendso.telemetry.points import PointMap
 from opendso.telemetry.scenario import Scenario, ScenarioEvent, scenario_of
 
 log = logging.getLogger(__name__)
 
-#: Simulated seconds per real second of `opendso run`: a simulated day in 24 real minutes.
-DEFAULT_SPEED = 60.0
 #: Where `opendso run` serves the control room.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -68,7 +73,7 @@ def _feeder_breaker(grid: Grid, *, min_voltage_v: float = 1000.0) -> str | None:
     return None
 
 
-def demo_start_step(grid: Grid, *, month: int = 6, day: int = 21, hour: int = 5) -> int:
+def demo_start_step(grid: Grid, *, month: int = 6, day: int = 21, hour: int = DEMO_START_HOUR) -> int:
     """Profile step of a summer morning (the scripted day starts there); 0 when the grid has no profiles."""
     if grid.profiles is None:
         return 0
@@ -80,19 +85,21 @@ def demo_start_step(grid: Grid, *, month: int = 6, day: int = 21, hour: int = 5)
 
 
 def demo_scenario(grid: Grid) -> Scenario:
-    """A scripted day from 05:00: load ramp, a midday PV peak that overloads a line, a breaker trip and reclose."""
+    """A scripted day from 05:00 (:data:`opendso.demo.DEMO_DAY`): load ramp, a midday PV peak that overloads a
+    line, a breaker trip and reclose (the trip only when the grid has a feeder breaker)."""
     hour = 3600.0
+    (ramp, _), (ramp_end, _), (peak, _), (peak_end, _), (trip, _), (reclose, _) = DEMO_DAY
     events = [
-        ScenarioEvent(1 * hour, "load_scale", factor=1.3),  # 06:00 morning ramp
-        ScenarioEvent(3 * hour, "load_scale", factor=1.0),
-        ScenarioEvent(6 * hour, "pv_scale", factor=6.0),  # 11:00 PV peak: overload and high voltage
-        ScenarioEvent(9 * hour, "pv_scale", factor=1.0),
+        ScenarioEvent(ramp * hour, "load_scale", factor=DEMO_LOAD_RAMP_FACTOR),
+        ScenarioEvent(ramp_end * hour, "load_scale", factor=1.0),
+        ScenarioEvent(peak * hour, "pv_scale", factor=DEMO_PV_PEAK_FACTOR),
+        ScenarioEvent(peak_end * hour, "pv_scale", factor=1.0),
     ]
     breaker = _feeder_breaker(grid)
     if breaker is not None:
         events += [
-            ScenarioEvent(10 * hour, "breaker_trip", switch=breaker),  # 15:00
-            ScenarioEvent(11 * hour, "switch_close", switch=breaker),
+            ScenarioEvent(trip * hour, "breaker_trip", switch=breaker),
+            ScenarioEvent(reclose * hour, "switch_close", switch=breaker),
         ]
     return scenario_of(events, name="demo day")
 
@@ -122,6 +129,9 @@ class ControlRoomProcess:
     service_settings: ServiceSettings | None = None
     on_ready: Callable[[], None] | None = None  # called once everything runs and the service accepts connections
     admin_password: str | None = None  # for a new database; else OPENDSO_ADMIN_PASSWORD or a random one
+    tls_cert: Path | None = None  # serve https with this certificate and key
+    tls_key: Path | None = None
+    syslog: SyslogSettings | None = None  # forward the audit trail (default: OPENDSO_SYSLOG_URL, if set)
     point_map: PointMap = field(init=False)
     #: the administrator's one-time password when this start created it (None on later starts)
     created_admin_password: str | None = field(init=False, default=None)
@@ -131,7 +141,7 @@ class ControlRoomProcess:
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.data_dir)  # database, integrity key and anchors: the owner's only (700)
         self._socket = bind_socket(self.host, self.port) if self.port is not None else None
         try:
             self._build()
@@ -145,7 +155,10 @@ class ControlRoomProcess:
             self.point_map = point_map_for_grid(self.grid, protocol="mqtt", topic_prefix="opendso/run/")
         else:
             self.point_map = point_map_for_grid(self.grid, protocol="modbus", port=free_port())
-        self.historian = Historian.open(self.database_url or f"sqlite:///{self.data_dir / 'opendso.db'}")
+        self.historian = Historian.open(
+            self.database_url or f"sqlite:///{self.data_dir / 'opendso.db'}",
+            key_path=None if os.environ.get("OPENDSO_INTEGRITY_KEY") else self.data_dir / KEY_FILE,
+        )
         options = (
             {s.name: {"broker_url": self.broker_url} for s in self.point_map.sources_of("mqtt")}
             if self.broker_url
@@ -174,7 +187,17 @@ class ControlRoomProcess:
         )
         self.room = ControlRoom(self.grid, self.historian, monitor=self.monitor, simulator=self.simulator)
         self.app = create_app(self.room, self.service_settings or ServiceSettings.from_env())
+        self._web = (
+            WebServer(self.app, self._socket, tls_cert=self.tls_cert, tls_key=self.tls_key)
+            if self._socket is not None
+            else None
+        )
+        warning = plain_http_warning(self.host, self.tls_cert is not None) if self._socket is not None else None
+        if warning is not None:
+            log.warning("event=plain_http_on_network host=%s", self.host)
+            sys.stderr.write(f"\n{'!' * 100}\n{warning}\n{'!' * 100}\n\n")
         self.created_admin_password = ensure_admin(self.historian, self.admin_password)
+        self.forwarder = start_forwarding(self.historian.engine, self.syslog)
 
     def _cycle_done(self, result: CycleResult) -> None:
         self.room.publish(result)
@@ -184,7 +207,7 @@ class ControlRoomProcess:
     @property
     def url(self) -> str | None:
         """The web service's base URL (None without one)."""
-        return url_of(self._socket) if self._socket is not None else None
+        return url_of(self._socket, tls=self.tls_cert is not None) if self._socket is not None else None
 
     @contextlib.contextmanager
     def in_thread(self, *, timeout_s: float = 60.0) -> Iterator[ControlRoomProcess]:
@@ -235,11 +258,19 @@ class ControlRoomProcess:
         if self._loop is None:
             raise RuntimeError("the control room is not running")
 
-        def operate() -> None:
-            self.simulator.set_switch(name, closed)
-            self.simulator.jump_to(self.simulator.elapsed_s)  # publish at once
+        # set_switch wakes the clock: the change is published at once
+        self._loop.call_soon_threadsafe(self.simulator.set_switch, name, closed)
 
-        self._loop.call_soon_threadsafe(operate)
+    def call[T](self, function: Callable[..., T], *args: Any, timeout_s: float = 30.0) -> T:
+        """Call ``function(*args)`` in the control room's event loop (where the simulator's clock runs) and
+        return its result or raise what it raised, from any other thread."""
+        if self._loop is None:
+            raise RuntimeError("the control room is not running")
+
+        async def in_loop() -> T:
+            return function(*args)
+
+        return asyncio.run_coroutine_threadsafe(in_loop(), self._loop).result(timeout_s)
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop, from any thread (what Ctrl-C does)."""
@@ -257,8 +288,7 @@ class ControlRoomProcess:
             async with self.simulator:
                 monitor_task = asyncio.create_task(self.monitor.run(), name="monitor")
                 try:
-                    service = WebServer(self.app, self._socket) if self._socket is not None else None
-                    async with service or contextlib.nullcontext():
+                    async with self._web or contextlib.nullcontext():
                         self.ready.set()
                         if self.on_ready is not None:
                             self.on_ready()
@@ -273,5 +303,7 @@ class ControlRoomProcess:
         finally:
             if self._socket is not None:
                 self._socket.close()
+            if self.forwarder is not None:
+                await asyncio.to_thread(self.forwarder.stop)
             self.historian.close()
             log.info("event=control_room_stopped data_dir=%s", self.data_dir)

@@ -36,7 +36,15 @@ from opendso.calc.estimation import (
 )
 from opendso.errors import InputError
 from opendso.grid.model import Grid
-from opendso.operations.alarms import AlarmEvent, AlarmMonitor, Limits, Priority, Transition
+from opendso.grid.topology import analyse_topology
+from opendso.operations.alarms import (
+    DEFAULT_MAX_SHELVE_S,
+    AlarmEvent,
+    AlarmMonitor,
+    AlarmStateError,
+    Limits,
+    Priority,
+)
 
 _SENSOR_FIELDS: dict[str, dict[str, str]] = {
     "sym_voltage_sensor": {"u": "u_measured"},
@@ -59,16 +67,40 @@ class Reading:
 
 @dataclass(frozen=True)
 class CycleSettings:
-    """Limits and options of the real-time cycle."""
+    """Limits and options of the real-time cycle.
+
+    Alarm defaults follow the basic alarm design of ISA-18.2 clause 10 with the starting points
+    EEMUA 191 and ISA-TR18.2.3 give per signal type (deadband 1-5 % of the operating range,
+    on-delay 15 s for fast signals such as flow and pressure, 60 s for slow ones):
+
+    - ``voltage_deadband_pu`` 0.01: twice the 0.5 % voltage accuracy class (one sigma of the
+      transducer noise is 0.005 p.u.) and 5 % of the 0.9-1.1 p.u. alarmed span, so noise on a
+      value sitting at 1.05 p.u. no longer crosses back and forth (it did with 0.005);
+    - ``loading_deadband`` 0.05: a loading is a flow-like signal (5 % of rating);
+    - ``alarm_delay_s`` 15 s on-delay and ``alarm_off_delay_s`` 15 s off-delay for the analog
+      alarms (voltage, loading), a fast signal's delay, which is 7 cycles at the 2 s default
+      period: one noisy estimate can neither raise an alarm nor clear one (a value at 1.055 p.u.
+      cleared by one low sample was raised again a few cycles later). Status alarms (switch
+      changes, loss of supply, telemetry, the cycle itself) have no delay: a breaker trip is
+      announced in the cycle that sees it;
+    - ``chatter_count`` 6 changes in ``chatter_window_s`` 60 s: three alarms in one minute, the
+      chattering threshold of ISA-TR18.2.5 / EEMUA 191;
+    - ``shelve_max_s`` 8 h: the longest shelf, one shift (ISA-18.2 clause 14: shelving is
+      time-limited).
+    """
 
     period_s: float = 2.0
     voltage_warning_pu: float = 0.05  # band around 1 p.u.: warning outside 1 +- this
     voltage_alarm_pu: float = 0.10
-    voltage_deadband_pu: float = 0.005
+    voltage_deadband_pu: float = 0.01
     loading_warning: float = 0.9
     loading_alarm: float = 1.0
-    loading_deadband: float = 0.02
-    alarm_delay_s: float = 0.0
+    loading_deadband: float = 0.05
+    alarm_delay_s: float = 15.0
+    alarm_off_delay_s: float = 15.0
+    chatter_count: int = 6
+    chatter_window_s: float = 60.0
+    shelve_max_s: float = DEFAULT_MAX_SHELVE_S
     method: str = "iterative_linear"
     bad_data_threshold: float = 3.0
     voltage_sigma_pu: float = 0.005  # for node voltage points that are not sensor placements
@@ -190,8 +222,50 @@ def _fill_sigmas(component: str, array: np.ndarray, have: npt.NDArray[np.bool_],
         array["u_sigma"][unset] = accuracy.voltage_rel * np.abs(array["u_measured"][unset])
 
 
+#: Most opened switches whose consequences the cycle attributes one by one (one topology run each).
+MAX_ATTRIBUTED_SWITCHES = 16
+
+
+@dataclass(frozen=True)
+class AreaSuppression:
+    """An area (alarm group, e.g. a feeder) whose alarms are suppressed by design, e.g. under a work permit."""
+
+    area: str
+    reason: str
+    actor: str
+    since: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record."""
+        return {"area": self.area, "reason": self.reason, "actor": self.actor, "since": self.since.isoformat()}
+
+
+@dataclass(frozen=True)
+class _Attribution:
+    """Which opened switch de-energised each node (row, -1 for none) under the present switch states."""
+
+    energised: npt.NDArray[np.bool_]
+    cause_row: npt.NDArray[np.int64]
+    uncommanded_open: npt.NDArray[np.bool_]
+    intended_open: npt.NDArray[np.bool_]
+
+
+def _label(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 class RealTimeCycle:
-    """Turns the latest readings into an estimated state and alarms, once per cycle."""
+    """Turns the latest readings into an estimated state and alarms, once per cycle.
+
+    Alarm grouping and designed suppression (ISA-18.2 clause 12) are done here, where the
+    topology is known: when a switch opens, the nodes it de-energises are attributed to it (one
+    topology run per opened switch, only when switch states change). If the opening was not
+    commanded, the switch's alarm is the *cause*: the loss-of-supply alarms of the loads and the
+    voltage alarms of the nodes it de-energised join its group, under it. If it was commanded
+    through :meth:`command_switch` (intended switching), those consequences are *suppressed by
+    design*. :meth:`suppress_area` is the hook a work permit uses: every alarm of an area (a
+    feeder) is suppressed by design until :meth:`release_area`.
+    """
 
     def __init__(
         self,
@@ -203,19 +277,33 @@ class RealTimeCycle:
     ) -> None:
         """Bind ``points`` (point name -> (element, quantity)) to ``grid`` and set up the alarm monitors.
 
-        ``feeder_of_node`` (one group label per node, e.g. from topology) groups the alarms.
+        ``feeder_of_node`` (one group label per node, e.g. from topology) groups the alarms: a
+        node's voltage, a load's supply, a branch's loading (the label of its from-node, else
+        its to-node), a switch (the label of the branch it sits on) and a point's telemetry (the
+        label of what it measures) all get the label of where they are.
         """
         self.grid = grid
         self.settings = settings or CycleSettings()
         self.binding = _bind(grid, points)
         self._commanded = grid.switches["closed"].copy() if grid.switches.size else np.zeros(0, np.int8)
+        self._intended = np.zeros(grid.switches.size, dtype=bool)  # commanded through command_switch
         s = self.settings
         node_names = [str(n) for n in grid.names_of("node")]
-        groups = (
-            [None if g is None else str(g) for g in np.asarray(feeder_of_node, dtype=object)]
+        n_nodes = len(node_names)
+        node_groups: list[str | None] = (
+            [_label(g) for g in np.asarray(feeder_of_node, dtype=object)]
             if feeder_of_node is not None
-            else None
+            else [None] * n_nodes
         )
+        if len(node_groups) != n_nodes:
+            raise InputError(f"{grid.name}: {len(node_groups)} feeder labels for {n_nodes} nodes")
+        self._node_groups = np.asarray(node_groups, dtype=object)
+        element_group = self._element_groups(grid, node_groups)
+        common: dict[str, Any] = {
+            "chatter_count": s.chatter_count,
+            "chatter_window_s": s.chatter_window_s,
+            "max_shelve_s": s.shelve_max_s,
+        }
         self.voltage = AlarmMonitor(
             "voltage",
             node_names,
@@ -227,11 +315,16 @@ class RealTimeCycle:
                 deadband=s.voltage_deadband_pu,
             ),
             delay_s=s.alarm_delay_s,
-            groups=groups,
+            off_delay_s=s.alarm_off_delay_s,
+            groups=node_groups,
+            **common,
         )
         branch_names: list[str] = []
+        branch_groups: list[str | None] = []
         for component in ("line", "transformer"):
-            branch_names += [f"{component}:{n}" for n in grid.names_of(component)] if grid.count(component) else []
+            if grid.count(component):
+                branch_names += [f"{component}:{n}" for n in grid.names_of(component)]
+                branch_groups += [element_group.get(int(i)) for i in grid.component(component)["id"].tolist()]
         self._branch_components = [c for c in ("line", "transformer") if grid.count(c)]
         self.loading = AlarmMonitor(
             "loading",
@@ -239,6 +332,9 @@ class RealTimeCycle:
             conditions=("", "overload"),
             limits=Limits(high_warning=s.loading_warning, high_alarm=s.loading_alarm, deadband=s.loading_deadband),
             delay_s=s.alarm_delay_s,
+            off_delay_s=s.alarm_off_delay_s,
+            groups=branch_groups,
+            **common,
         )
         load_nodes = grid.node_positions(grid.component("sym_load")["node"]) if grid.count("sym_load") else None
         self._load_nodes = load_nodes
@@ -247,20 +343,38 @@ class RealTimeCycle:
             [str(n) for n in grid.names_of("sym_load")],
             conditions=("", "loss of supply"),
             priority_alarm=Priority.HIGH,
-            groups=[groups[i] for i in load_nodes] if groups is not None and load_nodes is not None else None,
+            groups=[node_groups[i] for i in load_nodes] if load_nodes is not None else None,
+            **common,
         )
+        switch_nodes = grid.node_positions(grid.switches["node"]) if grid.switches.size else np.zeros(0, np.int64)
+        self._switch_groups = np.asarray(
+            [
+                element_group.get(int(e), node_groups[int(n)])
+                for e, n in zip(grid.switches["element"].tolist(), switch_nodes.tolist(), strict=True)
+            ],
+            dtype=object,
+        )
+        # a breaker's trips are never nuisance: an auto-reclose sequence (trip, reclose, trip, ...
+        # lockout) within a minute must announce the lockout, not suppress it as chattering
         self.switching = AlarmMonitor(
             "switch",
             [str(n) for n in grid.switch_names],
             conditions=("", "uncommanded change"),
             priority_alarm=Priority.HIGH,
+            groups=list(self._switch_groups),
+            **{**common, "chatter_count": 0},
         )
         point_names = (
             list(self.binding.sensor_points) + list(self.binding.node_points) + list(self.binding.switch_points)
         )
         self._point_names = point_names
         self.telemetry = AlarmMonitor(
-            "telemetry", point_names, conditions=("", "telemetry failure"), priority_alarm=Priority.MEDIUM
+            "telemetry",
+            point_names,
+            conditions=("", "telemetry failure"),
+            priority_alarm=Priority.MEDIUM,
+            groups=self._point_groups(grid, node_groups, element_group),
+            **common,
         )
         # the cycle watches itself: an estimate that fails and a cycle slower than its period
         self.system = AlarmMonitor(
@@ -268,12 +382,53 @@ class RealTimeCycle:
             ["state estimation", "cycle time"],
             conditions=("", "failure"),
             priority_alarm=Priority.HIGH,
+            **common,
         )
         self._pseudo = pseudo_measurements(grid)
         self._started: datetime | None = None
         self._in_service_loads = (
             grid.component("sym_load")["status"] == 1 if grid.count("sym_load") else np.zeros(0, bool)
         )
+        self._attribution: tuple[bytes, _Attribution] | None = None
+        self._areas: dict[str, AreaSuppression] = {}
+        # each monitor's group labels as codes into one sorted label list: area masks are one np.isin
+        self._area_labels = self.areas()
+        position = {label: k for k, label in enumerate(self._area_labels)}
+        self._area_codes = {
+            m.name: np.array([position.get(g, -1) if g is not None else -1 for g in m.groups.tolist()], dtype=np.int64)
+            for m in self.monitors
+        }
+
+    @staticmethod
+    def _element_groups(grid: Grid, node_groups: list[str | None]) -> dict[int, str | None]:
+        """Group label of every element id: appliances by their node, branches by their from- (else to-) node."""
+        out: dict[int, str | None] = {}
+        node_ids = grid.component("node")["id"].tolist()
+        for i, g in zip(node_ids, node_groups, strict=True):
+            out[int(i)] = g
+        for _component, array in grid.iter_branches():
+            a = grid.node_positions(array["from_node"])
+            b = grid.node_positions(array["to_node"])
+            for i, fa, fb in zip(array["id"].tolist(), a.tolist(), b.tolist(), strict=True):
+                out[int(i)] = node_groups[fa] if node_groups[fa] is not None else node_groups[fb]
+        for component, array in grid.input.items():
+            if component != "node" and array.size and "node" in (array.dtype.names or ()):
+                at = grid.node_positions(array["node"])
+                for i, k in zip(array["id"].tolist(), at.tolist(), strict=True):
+                    out.setdefault(int(i), node_groups[k])
+        return out
+
+    def _point_groups(
+        self, grid: Grid, node_groups: list[str | None], element_group: Mapping[int, str | None]
+    ) -> list[str | None]:
+        """Group label of every point: the group of what it measures."""
+        groups: list[str | None] = []
+        for _point, (component, _fld, row) in self.binding.sensor_points.items():
+            measured = int(grid.sensors[component]["measured_object"][row])
+            groups.append(element_group.get(measured))
+        groups += [node_groups[row] for row in self.binding.node_points.values()]
+        groups += [self._switch_groups[row] for row in self.binding.switch_points.values()]
+        return groups
 
     @property
     def monitors(self) -> tuple[AlarmMonitor, ...]:
@@ -281,11 +436,129 @@ class RealTimeCycle:
         return (self.voltage, self.loading, self.supply, self.switching, self.telemetry, self.system)
 
     def command_switch(self, switch_name: str, closed: bool) -> None:
-        """Record that a switch was commanded (its next change in telemetry is then expected)."""
+        """Record that a switch was commanded: its next change in telemetry is then expected (intended).
+
+        While a switch commanded open is open, the loss of supply and the voltages of the part
+        it de-energises are suppressed by design.
+        """
         rows = np.flatnonzero(self.grid.switch_names == switch_name)
         if not rows.size:
             raise InputError(f"{self.grid.name}: unknown switch {switch_name!r}")
         self._commanded[rows[0]] = 1 if closed else 0
+        self._intended[rows[0]] = True
+
+    # -- designed suppression of areas (the work-permit hook) ----------------------------------------------
+    def areas(self) -> list[str]:
+        """The areas (alarm groups) alarms are grouped by, sorted."""
+        labels = {g for m in self.monitors for g in m.groups.tolist() if g is not None}
+        return sorted(labels)
+
+    @property
+    def suppressed_areas(self) -> dict[str, AreaSuppression]:
+        """Areas whose alarms are suppressed by design, by area."""
+        return dict(self._areas)
+
+    def suppress_area(self, area: str, *, reason: str, actor: str, time: datetime) -> list[AlarmEvent]:
+        """Suppress by design every alarm of ``area`` (e.g. a feeder under a permit); return the transitions.
+
+        Raises :class:`InputError` for an unknown area or a missing reason, and
+        :class:`~opendso.operations.alarms.AlarmStateError` when the area is suppressed already.
+        """
+        if area not in self.areas():
+            raise InputError(f"{self.grid.name}: no alarm area {area!r}")
+        if not reason.strip():
+            raise InputError(f"suppressing area {area!r}: a reason is required")
+        if area in self._areas:
+            raise AlarmStateError(f"area {area!r} is suppressed already (since {self._areas[area].since.isoformat()})")
+        self._areas[area] = AreaSuppression(area, reason, actor, time)
+        return self.apply_suppression(time)
+
+    def release_area(self, area: str, *, time: datetime) -> list[AlarmEvent]:
+        """Lift the designed suppression of ``area``; alarms still active are announced again."""
+        if area not in self._areas:
+            raise AlarmStateError(f"area {area!r} is not suppressed")
+        del self._areas[area]
+        return self.apply_suppression(time)
+
+    def restore_areas(self, suppressions: list[AreaSuppression]) -> None:
+        """Restore area suppressions saved before a restart (unknown areas are dropped)."""
+        known = set(self.areas())
+        self._areas = {s.area: s for s in suppressions if s.area in known}
+
+    def apply_suppression(self, time: datetime, *, keep: bool = False) -> list[AlarmEvent]:
+        """Set the designed suppression and the causes of every monitor from the switch states and areas.
+
+        With ``keep`` suppressions start but none ends: a cycle applies them so before its updates,
+        and in full after them, so a consequence that clears in the cycle its cause is undone is
+        not announced again on its way out.
+        """
+        att = self._attribute(self.grid)
+        names = self.grid.switch_names
+        events: list[AlarmEvent] = []
+        # nodes de-energised by a switch: the switch's alarm explains them, or intended switching suppresses them
+        rows = att.cause_row
+        by_switch = rows >= 0
+        safe = np.where(by_switch, rows, 0)
+        by_trip = by_switch & att.uncommanded_open[safe] if rows.size else by_switch
+        by_intent = by_switch & att.intended_open[safe] if rows.size else by_switch
+        node_cause = np.full(rows.size, None, dtype=object)
+        node_group = np.full(rows.size, None, dtype=object)
+        node_why = np.full(rows.size, None, dtype=object)
+        for r in np.unique(rows[by_switch]):
+            hit = rows == r
+            node_cause[hit & by_trip] = f"switch:{names[r]}"
+            node_group[hit & by_trip] = self._switch_groups[r] or _dominant(self._node_groups[hit])
+            node_why[hit & by_intent] = f"intended switching: {names[r]} opened on command"
+        reason_of_code = np.array(
+            [None]
+            + [
+                f"area under suppression: {self._areas[a].reason}" if a in self._areas else None
+                for a in self._area_labels
+            ],
+            dtype=object,
+        )
+        held = np.array([k for k, a in enumerate(self._area_labels) if a in self._areas], dtype=np.int64)
+
+        def area_mask(monitor: AlarmMonitor) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.object_]]:
+            codes = self._area_codes[monitor.name]
+            if not held.size:
+                return np.zeros(codes.size, dtype=bool), np.full(codes.size, None, dtype=object)
+            return np.isin(codes, held), reason_of_code[codes + 1]
+
+        for monitor in self.monitors:
+            mask, why = area_mask(monitor)
+            if monitor is self.voltage:
+                self.voltage.set_causes(node_cause, node_group)
+                mask, why = mask | by_intent, np.where(by_intent & ~mask, node_why, why)
+            elif monitor is self.supply and self._load_nodes is not None:
+                ln = self._load_nodes
+                self.supply.set_causes(node_cause[ln], node_group[ln])
+                mask, why = mask | by_intent[ln], np.where(by_intent[ln] & ~mask, node_why[ln], why)
+            if keep:
+                mask, why = mask | monitor.designed, np.where(mask, why, monitor.designed_reason)
+            events += monitor.set_designed_suppression(time, mask, why)
+        return events
+
+    def _attribute(self, grid: Grid) -> _Attribution:
+        """Attribute de-energised nodes to the opened switches that de-energised them (cached per switch states)."""
+        closed = grid.switches["closed"]
+        key = closed.tobytes() + self._commanded.tobytes() + self._intended.tobytes()
+        if self._attribution is not None and self._attribution[0] == key:
+            return self._attribution[1]
+        energised = analyse_topology(grid).node_energised
+        uncommanded_open = (closed == 0) & (self._commanded == 1)
+        intended_open = (closed == 0) & (self._commanded == 0) & self._intended
+        cause_row = np.full(energised.size, -1, dtype=np.int64)
+        # uncommanded openings first: a node that either one would restore is the trip's, not suppressed
+        candidates = np.concatenate([np.flatnonzero(uncommanded_open), np.flatnonzero(intended_open)])
+        for row in candidates[:MAX_ATTRIBUTED_SWITCHES]:
+            trial = closed.copy()
+            trial[row] = 1
+            restored = analyse_topology(grid.with_switch_states(trial)).node_energised & ~energised & (cause_row < 0)
+            cause_row[restored] = row
+        att = _Attribution(energised, cause_row, uncommanded_open, intended_open)
+        self._attribution = (key, att)
+        return att
 
     def run(self, readings: Mapping[str, Reading], now: datetime) -> CycleResult:
         """Run one cycle on the latest readings (point name -> Reading); unknown points are ignored."""
@@ -353,7 +626,14 @@ class RealTimeCycle:
         timings["state_estimation"] = (_time.perf_counter() - t2) * 1e3
         # -- alarms -------------------------------------------------------------------------------------
         t3 = _time.perf_counter()
-        events: list[AlarmEvent] = []
+        if self._started is None:
+            self._started = now
+        waited = (now - self._started).total_seconds() >= self.settings.telemetry_grace_s
+        # shelves end on time whatever the estimate does (a voltage alarm's shelf too when it fails)
+        events: list[AlarmEvent] = [e for m in self.monitors for e in m.expire_shelves(now)]
+        # causes and new designed suppressions first, so this cycle's transitions carry them
+        events += self.apply_suppression(now, keep=True)
+        topo_energised = self._attribute(grid).energised
         if est.converged:
             node_out = est.output["node"]
             energised = node_out["energized"].astype(bool)
@@ -362,23 +642,28 @@ class RealTimeCycle:
             if loadings:
                 events += self.loading.update_values(now, np.concatenate(loadings))
         else:
-            energised = np.ones(grid.count("node"), dtype=bool)
+            energised = topo_energised
+        # switch positions not yet received (right after a start) say nothing about supply or
+        # uncommanded changes: those alarms keep their (restored) state until the telemetry is in
+        switches_known = np.ones(grid.switches.size, dtype=bool)
+        for point, row in self.binding.switch_points.items():
+            switches_known[row] &= point in good or waited
         if self._load_nodes is not None:
-            lost = self._in_service_loads & ~energised[self._load_nodes]
-            events += self.supply.update_conditions(now, lost)
+            lost = self._in_service_loads & ~topo_energised[self._load_nodes]
+            events += self.supply.update_conditions(now, lost, valid=np.full(lost.size, bool(switches_known.all())))
         if self.switching.channels.size:
             uncommanded = grid.switches["closed"] != self._commanded
-            events += self.switching.update_conditions(now, uncommanded)
-        if self._started is None:
-            self._started = now
-        waited = (now - self._started).total_seconds() >= self.settings.telemetry_grace_s
-        failing = np.array(
-            [readings[p].quality != 0 if p in readings else waited for p in self._point_names], dtype=bool
-        )
-        events += self.telemetry.update_conditions(now, failing)
+            events += self.switching.update_conditions(now, uncommanded, valid=switches_known)
+        received = np.array([p in readings for p in self._point_names], dtype=bool)
+        failing = np.array([readings[p].quality != 0 if p in readings else True for p in self._point_names], dtype=bool)
+        events += self.telemetry.update_conditions(now, failing, valid=received | waited)
         elapsed_s = _time.perf_counter() - t0
         # right after start-up the first values are still on their way: no estimate is expected yet
-        events += self.system.update_conditions(now, [not est.converged and waited, elapsed_s > self.settings.period_s])
+        events += self.system.update_conditions(
+            now, [not est.converged, elapsed_s > self.settings.period_s], valid=[waited, True]
+        )
+        # suppressions that ended: what is still active is announced again, what cleared is not
+        events += self.apply_suppression(now)
         timings["alarms"] = (_time.perf_counter() - t3) * 1e3
         timings["cycle"] = (_time.perf_counter() - t0) * 1e3
         return CycleResult(
@@ -393,9 +678,18 @@ class RealTimeCycle:
         )
 
 
+def _dominant(labels: npt.NDArray[np.object_]) -> str | None:
+    """The most common non-None label, None when there is none."""
+    counts: dict[str, int] = {}
+    for label in labels.tolist():
+        if label is not None:
+            counts[label] = counts.get(label, 0) + 1
+    return max(counts, key=lambda k: counts[k]) if counts else None
+
+
 def is_raise(event: AlarmEvent) -> bool:
-    """Whether an alarm event brings a new or worse alarm to the operator (not suppressed or shelved)."""
-    return event.transition in (Transition.RAISED, Transition.ESCALATED) and not (event.suppressed or event.shelved)
+    """Whether an alarm event brings a new or worse alarm to the operator (not hidden, not chattering)."""
+    return event.announced
 
 
-__all__ = ["CycleResult", "CycleSettings", "Reading", "RealTimeCycle", "is_raise"]
+__all__ = ["AreaSuppression", "CycleResult", "CycleSettings", "Reading", "RealTimeCycle", "is_raise"]

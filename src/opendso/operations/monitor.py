@@ -8,6 +8,10 @@ thread), every alarm transition is appended to the event log, and the cycle's su
 the ``on_cycle`` callback (the command line prints it; the service publishes it). The cycle's
 own duration and observability are part of every summary, and a cycle that overruns its period
 is logged.
+
+The alarm state outlives a restart (:mod:`opendso.operations.alarm_store`): :meth:`Monitor.run`
+restores it before the first cycle, and every cycle that changed it writes the changed
+channels, in the cycle's worker thread.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import numpy as np
 from opendso.grid.model import Grid
 from opendso.grid.topology import analyse_topology
 from opendso.measurement import Measurement
+from opendso.operations.alarm_store import AlarmStore
 from opendso.operations.alarms import AlarmEvent
 from opendso.operations.cycle import CycleResult, CycleSettings, Reading, RealTimeCycle
+from opendso.store.engine import UNAVAILABLE_ERRORS
 from opendso.store.events import EventLog
 from opendso.store.historian import Historian
 from opendso.telemetry.base import TelemetryAdapter
@@ -47,15 +53,13 @@ def alarm_event_payload(event: AlarmEvent) -> dict[str, Any]:
 
 
 def log_alarm_events(event_log: EventLog, events: Iterable[AlarmEvent]) -> None:
-    """Append alarm transitions to the event log, one event each (kind ``alarm.<transition>``)."""
-    for event in events:
-        event_log.append(
-            f"alarm.{event.transition.value}",
-            actor="opendso",
-            element=event.key,
-            payload=alarm_event_payload(event),
-            ts=event.time,
-        )
+    """Append alarm transitions to the event log, one event each (kind ``alarm.<transition>``), in one transaction."""
+    event_log.append_many(
+        [
+            (f"alarm.{event.transition.value}", "opendso", event.key, alarm_event_payload(event), event.time)
+            for event in events
+        ]
+    )
 
 
 @dataclass
@@ -97,6 +101,8 @@ class Monitor:
             feeder_of_node=np.array([feeder_names.get(int(f)) for f in topo.node_feeder], dtype=object),
         )
         self.latest: dict[str, Reading] = {}
+        self.alarm_store = AlarmStore(self.historian.engine)
+        self._restored = False
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -130,10 +136,33 @@ class Monitor:
         with self.lock:
             result = self.cycle.run(dict(self.latest), now)
         log_alarm_events(self.historian.events, result.alarm_events)
+        self.save_alarms()
         self.stats.cycles += 1
         self.stats.alarm_events += len(result.alarm_events)
         self.stats.last_cycle_ms = result.timings_ms.get("cycle", 0.0)
         return result
+
+    # -- alarm state across restarts -------------------------------------------------------------------
+    def restore_alarms(self) -> int:
+        """Restore the alarm state saved before a restart (once); return how many channels were restored.
+
+        A database that cannot be reached is logged and the monitor starts with a fresh state.
+        """
+        if self._restored:
+            return 0
+        try:
+            with self.lock:
+                restored = self.alarm_store.restore(self.cycle.monitors)
+                self.cycle.restore_areas(self.alarm_store.load_areas())
+        except UNAVAILABLE_ERRORS as exc:
+            log.error("event=alarm_state_not_restored error=%s", type(exc).__name__)
+            return 0
+        self._restored = True
+        return restored
+
+    def save_alarms(self) -> int:
+        """Write the alarm channels changed since the last save; return how many rows were written."""
+        return self.alarm_store.persist(self.cycle.monitors, self.lock)
 
     async def _cycles(self) -> None:
         period = self.settings.period_s
@@ -152,6 +181,8 @@ class Monitor:
     # -- lifecycle ------------------------------------------------------------------------------------
     async def run(self, *, duration_s: float | None = None) -> None:
         """Run until :meth:`stop` is called (or for ``duration_s``), then stop everything cleanly."""
+        # before anything else: nothing may see (or overwrite) the alarm state before it is back
+        self.restore_alarms()
         for adapter in self.adapters:
             await adapter.start()
         self._tasks = [asyncio.create_task(self._ingest(a), name=f"ingest-{a.name}") for a in self.adapters]
@@ -185,4 +216,5 @@ class Monitor:
                 self.accept(rest)
                 await asyncio.to_thread(self.historian.write, rest)
         await asyncio.to_thread(self.historian.flush)
+        await asyncio.to_thread(self.save_alarms)
         log.info("event=monitor_stopped measurements=%d cycles=%d", self.stats.measurements, self.stats.cycles)

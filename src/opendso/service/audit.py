@@ -1,45 +1,70 @@
-"""The audit trail: an append-only, hash-chained record of who did what, from where, and why.
+"""The audit trail: an append-only, keyed hash chain of who did what, from where, and why.
 
 Every record holds a sequence number that grows by exactly one, the time, the actor, the source
 IP address, the action, the element acted on, the result and the reason (with free details), and
-``hash = sha256(prev_hash + canonical JSON of the record)``, where ``prev_hash`` is the hash of
-the record before (64 zeros for the first). The database refuses UPDATE and DELETE on the table
-(triggers of migration ``0002``), and :func:`verify_chain` finds what slips past them: an
-edited record (its hash no longer matches), a deleted record (a gap in the sequence) and a
-broken link (a ``prev_hash`` that is not the previous record's hash). Removing the newest
-records leaves a shorter but valid chain; :class:`VerificationResult` reports the head
-(``last_seq``, ``head_hash``) so it can be anchored elsewhere (a printout, another system).
+``hash = HMAC-SHA256(key, prev_hash + canonical JSON of the record)`` with the integrity key kept
+outside the database (:mod:`opendso.store.integrity`); ``prev_hash`` is the hash of the record
+before (64 zeros for the first). The database refuses UPDATE and DELETE on the table (triggers
+of migration ``0002``), and :func:`verify_chain` finds what slips past them: an edited record
+(its keyed hash no longer matches, even when recomputed with the public hash function), a
+deleted record (a gap in the sequence), a broken link, and deleted newest records (the chain's
+head is anchored in a file beside the key after every append). Records written by an OpenDSO
+that had no key yet are reported as unkeyed and checked with the plain SHA-256 chain.
 
-Recorded actions (``action`` column): ``login``, ``login.failed``, ``logout``, ``token.issued``,
-``alarm.acknowledge``, ``alarm.shelve``, ``shift.note``, ``command.*`` and every user or
-configuration change (``user.add``, ``user.password``, ``user.roles``, ``user.disable``, ...).
+Refused actions are audited without letting a flood fill the trail (:meth:`AuditTrail.refused`):
+per action, source address and minute the first refusal is written at once and the rest are
+counted and written as one summary record when the minute is over (IEC 62351-14 and NERC
+CIP-007 R4 ask for failed and refused access to be logged). When a collector is configured,
+every record is also forwarded off the host as RFC 5424 syslog over TLS
+(:mod:`opendso.service.syslog`) with the chain head, so that even someone who can read the key
+cannot rewrite history unseen: ``opendso audit verify --syslog-copy`` compares the two.
+
+Recorded actions (``action`` column): ``login``, ``login.failed``, ``login.throttled``,
+``logout``, ``token.issued``, ``access.refused`` (403, CSRF, forged or revoked tokens),
+``alarm.*``, ``shift.note``, ``command.*``, ``integrity.violation`` and every user or
+configuration change (``user.add``, ``user.password``, ``user.roles``, ``user.disable``,
+``user.unlock``, ...).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from opendso.errors import InputError
 from opendso.store.historian import Historian
+from opendso.store.integrity import (
+    GENESIS_HASH,
+    ChainProblem,
+    ChainReport,
+    audit_body,
+    plain_hash,
+    sealer_of,
+    verify_rows,
+)
 from opendso.store.security_schema import audit
 
 log = logging.getLogger(__name__)
 
-GENESIS_HASH = "0" * 64
+CHAIN = "audit"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _LOCK = threading.Lock()
+#: At most this many (action, source) buckets are counted per minute; more go to one overflow bucket.
+MAX_BUCKETS = 1000
+#: At most this many distinct actors, elements and reasons are named in a summary record.
+MAX_NAMED = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,66 +99,68 @@ class AuditRecord:
             "prev_hash": self.prev_hash,
         }
 
-
-@dataclass(frozen=True, slots=True)
-class AuditProblem:
-    """One finding of :func:`verify_chain`: ``kind`` is ``edited``, ``gap`` or ``broken_link``."""
-
-    seq: int
-    kind: str
-    message: str
-
-
-@dataclass(frozen=True)
-class VerificationResult:
-    """What :func:`verify_chain` found: ``ok`` when there is no problem."""
-
-    records: int
-    last_seq: int
-    head_hash: str
-    problems: list[AuditProblem] = field(default_factory=list)
-
     @property
-    def ok(self) -> bool:
-        """Whether the chain is intact."""
-        return not self.problems
+    def ts_us(self) -> int:
+        """The time as microseconds since the epoch (as hashed)."""
+        return (self.ts - _EPOCH) // _ONE_US
+
+
+#: One finding of :func:`verify_chain` (``kind``: see :class:`~opendso.store.integrity.ChainProblem`).
+AuditProblem = ChainProblem
+#: What :func:`verify_chain` found (``ok``, ``records``, ``last_seq``, ``head_hash``, ``unkeyed``, ``problems``).
+VerificationResult = ChainReport
 
 
 def record_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
-    """Return ``sha256(prev_hash + canonical JSON of body)`` as hex."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+    """The public, unkeyed ``sha256(prev_hash + canonical JSON of body)`` of records from before the key."""
+    return plain_hash(prev_hash, body)
 
 
-def _body(
-    seq: int,
-    ts_us: int,
-    actor: str,
-    source_ip: str | None,
-    action: str,
-    element: str | None,
-    result: str,
-    reason: str | None,
-    details: Mapping[str, Any],
-) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "ts_us": ts_us,
-        "actor": actor,
-        "source_ip": source_ip,
-        "action": action,
-        "element": element,
-        "result": result,
-        "reason": reason,
-        "details": dict(details),
-    }
+class Forwarder(Protocol):
+    """Something that ships new audit records off the host (see :mod:`opendso.service.syslog`)."""
+
+    def notify(self) -> None:
+        """New records were appended: forward them soon."""
+        ...
+
+
+_FORWARDERS: weakref.WeakKeyDictionary[sa.Engine, Forwarder] = weakref.WeakKeyDictionary()
+
+
+def set_forwarder(engine: sa.Engine, forwarder: Forwarder | None) -> None:
+    """Forward the audit records of ``engine``'s database with ``forwarder`` (None: stop forwarding)."""
+    if forwarder is None:
+        _FORWARDERS.pop(engine, None)
+    else:
+        _FORWARDERS[engine] = forwarder
+
+
+@dataclass
+class _Bucket:
+    action: str
+    source_ip: str | None
+    minute: int  # epoch minutes
+    first_written: bool = False
+    count: int = 0  # refusals after the first, not yet written
+    actors: dict[str, None] = field(default_factory=dict)
+    elements: dict[str, None] = field(default_factory=dict)
+    reasons: dict[str, None] = field(default_factory=dict)
+
+    def note(self, actor: str, element: str | None, reason: str | None) -> None:
+        self.count += 1
+        for names, value in ((self.actors, actor), (self.elements, element), (self.reasons, reason)):
+            if value is not None and len(names) < MAX_NAMED:
+                names.setdefault(value[:200], None)
 
 
 class AuditTrail:
-    """Append to and read the audit trail of a database (the schema must exist: see :class:`Historian`)."""
+    """Append to and read the audit trail of a database opened with :meth:`Historian.open`."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self._buckets: dict[tuple[str, str | None, int], _Bucket] = {}
+        self._bucket_lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
     def append(
         self,
@@ -162,6 +189,7 @@ class AuditTrail:
         if when.tzinfo is None:
             raise InputError(f"audit {action!r}: naive datetime {when.isoformat()}")
         ts_us = (when - _EPOCH) // _ONE_US
+        sealer = sealer_of(self.engine)
         # one writer at a time: the sequence number and the link come from the newest record; a
         # writer in another process that took the same number makes the insert fail, and it retries
         for attempt in range(5):
@@ -172,34 +200,136 @@ class AuditTrail:
                     ).first()
                     seq = 1 if head is None else int(head.seq) + 1
                     prev = GENESIS_HASH if head is None else str(head.hash)
-                    body = _body(seq, ts_us, actor, source_ip, action, element, result, reason, extra)
-                    digest = record_hash(prev, body)
-                    conn.execute(
-                        sa.insert(audit).values(
-                            seq=seq,
-                            ts_us=ts_us,
-                            actor=actor,
-                            source_ip=source_ip,
-                            action=action,
-                            element=element,
-                            result=result,
-                            reason=reason,
-                            details=extra,
-                            prev_hash=prev,
-                            hash=digest,
-                        )
-                    )
+                    body = {
+                        "seq": seq,
+                        "ts_us": ts_us,
+                        "actor": actor,
+                        "source_ip": source_ip,
+                        "action": action,
+                        "element": element,
+                        "result": result,
+                        "reason": reason,
+                        "details": extra,
+                    }
+                    digest = sealer.chain_hash(CHAIN, prev, body)
+                    conn.execute(sa.insert(audit).values(**body, prev_hash=prev, hash=digest))
                 break
             except sa.exc.IntegrityError:
                 if attempt == 4:
                     raise
+        sealer.anchor.advance(CHAIN, seq, digest)
         log.info(
             "event=audit_appended seq=%d action=%s actor=%s element=%s result=%s", seq, action, actor, element, result
         )
+        forwarder = _FORWARDERS.get(self.engine)
+        if forwarder is not None:
+            forwarder.notify()
         return AuditRecord(
             seq, _EPOCH + ts_us * _ONE_US, actor, source_ip, action, element, result, reason, extra, prev, digest
         )
 
+    # -- refusals, aggregated ---------------------------------------------------------------------
+    def refused(
+        self,
+        action: str,
+        *,
+        actor: str,
+        source_ip: str | None,
+        element: str | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> AuditRecord | None:
+        """Audit a refused action, aggregated per (action, source address, minute).
+
+        The first refusal of a bucket is appended at once (and returned); later ones in the same
+        minute are counted and appended as one summary record (``details.count``, the actors,
+        elements and reasons seen) when the minute is over, at the next refusal after it, or at
+        :meth:`flush`. A flood of any size adds at most two records per source and minute.
+        """
+        when = now or datetime.now(UTC)
+        minute = int(when.timestamp() // 60)
+        self.flush(before_minute=minute)
+        with self._bucket_lock:
+            key = (action, source_ip, minute)
+            bucket = self._buckets.get(key)
+            if bucket is None and len(self._buckets) >= MAX_BUCKETS:
+                key = (action, "*", minute)  # a flood from very many sources: one bucket for the rest
+                bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = _Bucket(action, key[1], minute)
+            first = not bucket.first_written
+            bucket.first_written = True
+            if not first:
+                bucket.note(actor, element, reason)
+                self._arm_timer(minute)
+        if not first:
+            return None
+        return self.append(
+            action,
+            actor=actor,
+            result="refused",
+            element=element,
+            source_ip=source_ip,
+            reason=reason,
+            details=details,
+            ts=when,
+        )
+
+    def flush(self, *, before_minute: int | None = None) -> int:
+        """Write the summaries of buckets older than ``before_minute`` (all with None); return how many."""
+        with self._bucket_lock:
+            due = [(k, b) for k, b in self._buckets.items() if before_minute is None or b.minute < before_minute]
+            for k, _ in due:
+                del self._buckets[k]
+        written = 0
+        for _, bucket in due:
+            if not bucket.count:
+                continue
+            start = datetime.fromtimestamp(bucket.minute * 60, UTC)
+            self.append(
+                bucket.action,
+                actor=next(iter(bucket.actors), "?") if len(bucket.actors) == 1 else "(several)",
+                result="refused",
+                source_ip=bucket.source_ip,
+                reason=f"{bucket.count} more refusal(s) in the minute from {start:%H:%M} UTC",
+                details={
+                    "aggregated": True,
+                    "count": bucket.count,
+                    "minute": start.isoformat(),
+                    "actors": list(bucket.actors),
+                    "elements": list(bucket.elements),
+                    "reasons": list(bucket.reasons),
+                },
+            )
+            written += 1
+        return written
+
+    def _arm_timer(self, minute: int) -> None:
+        """Flush once the minute is over, even when nothing else happens (the caller holds the bucket lock)."""
+        if self._timer is not None and self._timer.is_alive():
+            return
+        delay = max(0.0, (minute + 1) * 60 - datetime.now(UTC).timestamp()) + 0.5
+        timer = threading.Timer(delay, self._flush_closed)
+        timer.daemon = True
+        timer.name = "audit-aggregate-flush"
+        self._timer = timer
+        timer.start()
+
+    def _flush_closed(self) -> None:
+        try:
+            self.flush(before_minute=int(datetime.now(UTC).timestamp() // 60))
+        except Exception:
+            log.exception("event=audit_flush_failed")
+
+    def close(self) -> None:
+        """Write every pending summary and stop the flush timer."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self.flush()
+
+    # -- reading ------------------------------------------------------------------------------------
     def read(self, after: int = 0, *, limit: int | None = None) -> list[AuditRecord]:
         """Return the records with ``seq > after``, in sequence order."""
         query = sa.select(audit).where(audit.c.seq > after).order_by(audit.c.seq)
@@ -223,6 +353,25 @@ class AuditTrail:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(audit.c.seq), 0))).scalar_one())
 
+    def check(self, records: list[AuditRecord]) -> list[bool | None]:
+        """Whether each record matches its own hash (keyed, or plain for records from before the key).
+
+        None for records sealed with a key that was lost (``opendso audit reseal``).
+        """
+        sealer = sealer_of(self.engine)
+        head = sealer.anchor.read().get(CHAIN)
+        keyed_from = head.keyed_from if head is not None else 1
+        out: list[bool | None] = []
+        for rec in records:
+            body = audit_body(rec)
+            if rec.seq >= keyed_from:
+                out.append(sealer.chain_hash(CHAIN, rec.prev_hash, body) == rec.hash)
+            elif head is not None and head.before == "lost-key":
+                out.append(None)  # sealed with a lost key: cannot be checked
+            else:
+                out.append(plain_hash(rec.prev_hash, body) == rec.hash)
+        return out
+
 
 def _record(r: Any) -> AuditRecord:
     return AuditRecord(
@@ -240,92 +389,176 @@ def _record(r: Any) -> AuditRecord:
     )
 
 
-def verify_chain(historian: Historian | sa.Engine) -> VerificationResult:
-    """Check every record's hash, the links between records and the sequence; return what was found."""
+def verify_chain(historian: Historian | sa.Engine) -> ChainReport:
+    """Check every record's keyed hash, the links, the sequence and the anchored head; return what was found."""
     engine = historian if isinstance(historian, sa.Engine) else historian.engine
-    problems: list[AuditProblem] = []
-    expected_seq = 1
-    prev_hash = GENESIS_HASH
-    count = 0
-    last_seq = 0
-    for rec in AuditTrail(engine).iter_all():
-        count += 1
-        if rec.seq != expected_seq:
-            problems.append(
-                AuditProblem(
-                    rec.seq,
-                    "gap",
-                    f"record {rec.seq} follows {expected_seq - 1}: "
-                    f"{rec.seq - expected_seq} record(s) missing (deleted?)"
-                    if rec.seq > expected_seq
-                    else f"record {rec.seq} is out of order after {expected_seq - 1}",
-                )
-            )
-        if rec.prev_hash != prev_hash:
-            problems.append(
-                AuditProblem(rec.seq, "broken_link", f"record {rec.seq} does not link to the hash of the record before")
-            )
-        body = _body(
-            rec.seq,
-            (rec.ts - _EPOCH) // _ONE_US,
-            rec.actor,
-            rec.source_ip,
-            rec.action,
-            rec.element,
-            rec.result,
-            rec.reason,
-            rec.details,
+    result = verify_rows(CHAIN, sealer_of(engine), AuditTrail(engine).iter_all(), audit_body)
+    if result.problems:
+        log.warning(
+            "event=audit_chain_broken records=%d problems=%d first=%s",
+            result.records,
+            len(result.problems),
+            result.problems[0],
         )
-        if record_hash(rec.prev_hash, body) != rec.hash:
-            problems.append(AuditProblem(rec.seq, "edited", f"record {rec.seq} does not match its hash (edited?)"))
-        prev_hash = rec.hash
-        expected_seq = rec.seq + 1
-        last_seq = rec.seq
-    result = VerificationResult(count, last_seq, prev_hash, problems)
-    if problems:
-        log.warning("event=audit_chain_broken records=%d problems=%d first=%s", count, len(problems), problems[0])
     else:
-        log.info("event=audit_chain_verified records=%d last_seq=%d", count, last_seq)
+        log.info("event=audit_chain_verified records=%d last_seq=%d", result.records, result.last_seq)
     return result
 
 
+def integrity_report(engine: sa.Engine, *, syslog_copy: Path | None = None) -> dict[str, Any]:
+    """Check the audit trail, the event log, the sealed users and sessions (and a collector's copy).
+
+    Returns one JSON-ready object: ``ok``, ``database``, ``audit`` and ``events`` (each ``ok``,
+    ``records``, ``last_seq``, ``head_hash``, ``unkeyed``, ``problems``), ``rows`` (tampered
+    users and sessions) and, with ``syslog_copy``, ``syslog`` (the comparison with the copy).
+    """
+    from opendso.store.events import verify_events
+    from opendso.store.integrity import verify_sealed_rows
+
+    sealer = sealer_of(engine)
+    chains = {"audit": verify_chain(engine), "events": verify_events(engine)}
+    rows = verify_sealed_rows(engine, sealer)
+    out: dict[str, Any] = {
+        "database": sealer.database,
+        **{
+            name: {
+                "ok": r.ok,
+                "records": r.records,
+                "last_seq": r.last_seq,
+                "head_hash": r.head_hash,
+                "unkeyed": r.unkeyed,
+                "problems": [{"seq": p.seq, "kind": p.kind, "message": p.message} for p in r.problems],
+            }
+            for name, r in chains.items()
+        },
+        "rows": [{"table": p.table, "key": p.key, "message": p.message} for p in rows],
+    }
+    ok = all(r.ok for r in chains.values()) and not rows
+    if syslog_copy is not None:
+        from opendso.service.syslog import compare_with_copy
+
+        found = compare_with_copy(AuditTrail(engine).iter_all(), syslog_copy)
+        out["syslog"] = {
+            "copy": str(syslog_copy),
+            "ok": not found.problems,
+            "records": found.records,
+            "last_seq": found.last_seq,
+            "problems": [{"seq": p.seq, "kind": p.kind, "message": p.message} for p in found.problems],
+        }
+        ok = ok and not found.problems
+    out["ok"] = ok
+    return out
+
+
 def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``audit verify`` to an argparse subparsers object (run it with :func:`audit_verify_command`)."""
-    parser: argparse.ArgumentParser = subparsers.add_parser("audit", help="check the audit trail")
+    """Add ``audit verify`` and ``audit reseal`` to an argparse subparsers object."""
+    from opendso.service.security import add_database_arguments
+
+    parser: argparse.ArgumentParser = subparsers.add_parser("audit", help="check the audit trail and the event log")
     sub = parser.add_subparsers(dest="audit_action", required=True)
-    verify = sub.add_parser("verify", help="check the hash chain: edited, deleted or relinked records")
-    verify.add_argument("--database-url", default=None, help="database (default: the embedded SQLite file)")
+    verify = sub.add_parser(
+        "verify",
+        help="check the keyed hash chains (audit trail, event log), their anchors and the sealed user rows",
+    )
+    add_database_arguments(verify)
+    verify.add_argument(
+        "--syslog-copy",
+        default=None,
+        help="the syslog collector's copy of the audit records (a file of RFC 5424 messages) to compare with",
+    )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
+    reseal = sub.add_parser(
+        "reseal",
+        help="make a new integrity key when the old one is lost, accepting the database as it is now (audited)",
+    )
+    add_database_arguments(reseal)
+    reseal.add_argument("--yes", action="store_true", help="really do it")
+    verify.set_defaults(func=audit_verify_command)
+    reseal.set_defaults(func=audit_reseal_command)
     return parser
 
 
 def audit_verify_command(args: argparse.Namespace) -> int:
-    """Run ``opendso audit verify``: check the chain of ``args.database_url`` and print the outcome.
+    """Run ``opendso audit verify``: check the database's chains and seals and print the outcome.
 
-    Returns the exit status: 0 when the chain is intact, 1 when a problem was found.
+    The database checked is named first. Returns the exit status: 0 when everything is intact,
+    1 when a problem was found; a database that does not exist or has no audit trail is bad
+    input (:class:`InputError`, exit 2).
     """
-    historian = Historian.open(getattr(args, "database_url", None))
+    from pathlib import Path as _Path
+
+    from opendso.service.security import database_of
+
+    choice = database_of(args)
+    historian = Historian.open(choice.url, must_exist=True, key_path=choice.key_path)
     try:
-        result = verify_chain(historian)
+        if not AuditTrail(historian.engine).last_seq():
+            raise InputError(f"database {historian.url} has no audit trail (is this OpenDSO's database?)")
+        copy = getattr(args, "syslog_copy", None)
+        report = integrity_report(historian.engine, syslog_copy=_Path(copy) if copy else None)
     finally:
         historian.close()
-    out = {
-        "ok": result.ok,
-        "records": result.records,
-        "last_seq": result.last_seq,
-        "head_hash": result.head_hash,
-        "problems": [{"seq": p.seq, "kind": p.kind, "message": p.message} for p in result.problems],
-    }
     if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(out) + "\n")
-    else:
-        state = "intact" if result.ok else f"BROKEN ({len(result.problems)} problem(s))"
+        sys.stdout.write(json.dumps(report) + "\n")
+        return 0 if report["ok"] else 1
+    sys.stdout.write(f"database: {report['database']}\n")
+    for name, label in (("audit", "audit trail"), ("events", "event log")):
+        r = report[name]
+        state = "intact" if r["ok"] else f"BROKEN ({len(r['problems'])} problem(s))"
+        unkeyed = f", {r['unkeyed']} from before the integrity key" if r["unkeyed"] else ""
         sys.stdout.write(
-            f"audit trail {state}: {result.records} record(s), last seq {result.last_seq}, head {result.head_hash}\n"
+            f"{label} {state}: {r['records']} record(s){unkeyed}, last seq {r['last_seq']}, head {r['head_hash']}\n"
         )
-        for p in result.problems:
-            sys.stdout.write(f"  seq {p.seq}: {p.kind}: {p.message}\n")
-    return 0 if result.ok else 1
+        for p in r["problems"]:
+            sys.stdout.write(f"  seq {p['seq']}: {p['kind']}: {p['message']}\n")
+    if report["rows"]:
+        sys.stdout.write(f"users and sessions: {len(report['rows'])} TAMPERED row(s)\n")
+        for p in report["rows"]:
+            sys.stdout.write(f"  {p['table']} {p['key']}: {p['message']}\n")
+    else:
+        sys.stdout.write("users and sessions: every row matches its seal\n")
+    if "syslog" in report:
+        c = report["syslog"]
+        state = "matches" if c["ok"] else f"DIFFERS ({len(c['problems'])} problem(s))"
+        sys.stdout.write(f"collector's copy {c['copy']} {state}: {c['records']} record(s), last seq {c['last_seq']}\n")
+        for p in c["problems"]:
+            sys.stdout.write(f"  seq {p['seq']}: {p['kind']}: {p['message']}\n")
+    return 0 if report["ok"] else 1
+
+
+def audit_reseal_command(args: argparse.Namespace) -> int:
+    """Run ``opendso audit reseal``: start a new integrity key on a database whose key is lost.
+
+    Everything the database holds now is sealed with the new key and both chains are anchored
+    where they stand; the first record of the new key says so (``integrity.reseal``). Exit 2
+    without ``--yes``, or when the key file is still there.
+    """
+    from opendso.service.security import cli_actor, database_of
+    from opendso.store.integrity import default_key_path, reseal
+
+    if not getattr(args, "yes", False):
+        raise InputError("reseal accepts the database as it is now, including any change made to it: add --yes")
+    choice = database_of(args)
+    url = choice.url
+    key_path = choice.key_path or default_key_path(url)
+    if key_path.exists():
+        raise InputError(f"the integrity key {key_path} exists: nothing to reseal")
+    from opendso.store.engine import create_engine
+
+    engine = create_engine(url)
+    try:
+        counts = reseal(engine, url, key_path)
+    finally:
+        engine.dispose()
+    with Historian.open(url, key_path=key_path) as historian:
+        AuditTrail(historian.engine).append(
+            "integrity.reseal",
+            actor=cli_actor(),
+            reason="integrity key lost: the database's present state was accepted and sealed with a new key",
+            details=counts,
+        )
+    sys.stdout.write(f"new integrity key {key_path}; sealed {counts}\n")
+    return 0
 
 
 __all__ = [
@@ -335,7 +568,9 @@ __all__ = [
     "AuditTrail",
     "VerificationResult",
     "add_audit_parser",
+    "audit_reseal_command",
     "audit_verify_command",
+    "integrity_report",
     "record_hash",
     "verify_chain",
 ]

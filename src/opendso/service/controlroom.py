@@ -6,8 +6,15 @@ coordinates, the real-time cycle's alarm monitors (from a :class:`Monitor`, or a
 optionally, the field simulator whose clock the status bar shows. Every cycle result goes to
 :meth:`ControlRoom.publish` (the monitor's ``on_cycle`` callback), which keeps it as the latest
 state and pushes a ``state``, ``alarm`` and ``status`` message to every WebSocket subscriber.
-Operator actions (acknowledge, shelve, shift notes) go through it to the alarm monitors and
-are appended to the event log and the audit trail.
+Operator actions (acknowledge, shelve, unshelve, shift notes) and engineer actions (alarms out
+of service, areas suppressed by design) go through it to the alarm monitors; each is appended to
+the event log and the audit trail, and the alarm state is saved (:mod:`opendso.operations.alarm_store`).
+
+Alarm messages carry the alarm's list entry after the transition (``alarm``, None when it left
+the list) and the alarm-list version ``v``; ``GET /api/alarms`` gives the version of its list
+(``X-Alarm-Version``), so a screen that reloads the list after a reconnect applies only the
+messages newer than its list and ends up with exactly the server's list. The counts every
+display shows come from one function (:func:`~opendso.operations.alarms.count_alarms`).
 
 Grids without geography are drawn as a layered schematic (:func:`schematic_layout`): the depth
 from the source along the topology's source tree is ``-y`` and leaves are spread along ``x`` in
@@ -23,10 +30,10 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -37,12 +44,16 @@ from scipy.sparse import csgraph
 from opendso.errors import InputError
 from opendso.grid.model import BRANCH_COMPONENTS, SENSOR_COMPONENTS, Grid
 from opendso.grid.topology import analyse_topology
-from opendso.operations.alarms import AlarmEvent, AlarmMonitor
+from opendso.operations import alarm_performance
+from opendso.operations.alarm_store import AlarmStore
+from opendso.operations.alarms import AlarmEvent, AlarmMonitor, AlarmState, AlarmStateError, count_alarms
 from opendso.operations.cycle import CycleResult, Reading, RealTimeCycle
 from opendso.operations.monitor import Monitor, alarm_event_payload, log_alarm_events
 from opendso.service.audit import AuditTrail
+from opendso.service.text import check_text
 from opendso.store.historian import Historian
 from opendso.store.schema import events as events_table
+from opendso.telemetry.points import QUANTITIES
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,11 @@ _U_DECIMALS = 5
 _LOADING_DECIMALS = 5
 #: Message kinds where only the newest matters: a client that falls behind gets the latest, not a backlog.
 _CONFLATED = frozenset({"state", "status"})
+#: Longest free-text reason (shelving, out of service, suppression).
+MAX_REASON = 1000
+#: Most events the alarm journal and the performance summary read from the event log per request.
+MAX_JOURNAL_SCAN = 200_000
+_ALARM_KINDS = ("alarm.",)
 
 
 class Outbox:
@@ -208,6 +224,12 @@ class ControlRoom:
         self._subscribers: list[_Subscriber] = []
         # one lock with the monitor's cycle: acknowledging never races a cycle updating the alarms
         self._lock = monitor.lock if monitor is not None else threading.RLock()
+        # the monitor restores the alarm state when it starts; a bare cycle's state is restored here
+        self.alarm_store = monitor.alarm_store if monitor is not None else AlarmStore(historian.engine)
+        if monitor is None and cycle is not None:
+            with self._lock:
+                self.alarm_store.restore(cycle.monitors)
+                cycle.restore_areas(self.alarm_store.load_areas())
         topo = analyse_topology(grid)
         self._feeder_of_node = topo.node_feeder
         self._grid_view = self._build_grid_view(grid, topo.pred_node)
@@ -223,10 +245,19 @@ class ControlRoom:
         name, sep, channel = key.partition(":")
         for monitor in self.monitors:
             if monitor.name == name and sep:
-                if not bool((monitor.channels == channel).any()):
+                if not monitor.has_channel(channel):
                     break
                 return monitor, channel
         raise NotFoundError(f"no alarm with key {key!r} (keys are '<monitor>:<channel>')")
+
+    def alarm_time(self) -> datetime:
+        """The alarms' clock: the monitor's (the time its cycles run on), else the control room's."""
+        return self.monitor.clock() if self.monitor is not None else self.clock()
+
+    def _require_cycle(self) -> RealTimeCycle:
+        if self.cycle is None:
+            raise ConflictError("the control room has no real-time cycle")
+        return self.cycle
 
     # -- the cycle ---------------------------------------------------------------------------------------
     def run_cycle(self, readings: Mapping[str, Reading], now: datetime | None = None) -> CycleResult:
@@ -235,8 +266,10 @@ class ControlRoom:
             raise ConflictError("the control room has no real-time cycle")
         now = now or self.clock()
         self._readings = dict(readings)
-        result = self.cycle.run(self._readings, now)
+        with self._lock:
+            result = self.cycle.run(self._readings, now)
         log_alarm_events(self.historian.events, result.alarm_events)
+        self.alarm_store.persist(self.cycle.monitors, self._lock)
         self.publish(result)
         return result
 
@@ -253,9 +286,17 @@ class ControlRoom:
         published = time.time()
         body, _ = self.state_json()
         self._broadcast_text("state", f'{{"type":"state","published_at":{published:.6f},'.encode() + body[1:])
-        for event in result.alarm_events:
-            self._broadcast({"type": "alarm", "event": event.to_dict()})
+        self._broadcast_alarms(result.alarm_events)
         self._broadcast({"type": "status", **self.status()})
+
+    def _broadcast_alarms(self, events: list[AlarmEvent]) -> None:
+        """Push alarm transitions, each with its alarm's list entry after the change and the list version."""
+        if not events or not self._subscribers:
+            return
+        version, listed = self.alarm_list()
+        entries = {a["key"]: a for a in listed}
+        for event in events:
+            self._broadcast({"type": "alarm", "event": event.to_dict(), "alarm": entries.get(event.key), "v": version})
 
     # -- subscribers -------------------------------------------------------------------------------------
     def subscribe(self) -> Outbox:
@@ -403,7 +444,14 @@ class ControlRoom:
             "kind": kind,
             "fields": fields,
             "points": points,
+            "point_info": {p: self._point_info(p) for p in points},
         }
+
+    def _point_info(self, point: str) -> dict[str, str]:
+        """A point's quantity and unit (from the point map when there is one), for labels and axes."""
+        quantity = self.points[point][1]
+        unit = self.monitor.point_map.point(point).unit if self.monitor is not None else None
+        return {"quantity": quantity, "unit": QUANTITIES.get(quantity, "") if unit is None else unit}
 
     def state_json(self) -> tuple[bytes, str]:
         """The latest state as JSON bytes and its entity tag, serialised once per cycle for every reader."""
@@ -466,32 +514,40 @@ class ControlRoom:
         result = self.latest
         readings = self._latest_readings()
         good = sum(1 for r in list(readings.values()) if r.quality == 0)
-        alarms = self.alarms()
-        simulated = self.simulator.simulated_clock() if self.simulator is not None else None
+        now, simulator = self.clock(), self.simulator
+        # one time base for every screen: the simulated time of this instant, and the anchors that map any other
+        simulated = None if simulator is None else simulator.simulated_time_at(now) or simulator.simulated_clock()
         return {
-            "time": self.clock().isoformat(),
+            "time": now.isoformat(),
             "simulated_time": simulated.isoformat() if simulated is not None else None,
+            "time_base": None
+            if simulator is None
+            else {"speed": simulator.speed, "paused": simulator.paused, "anchors": simulator.time_base.to_dict()},
             "cycle_ms": round(result.timings_ms.get("cycle", 0.0), 3) if result is not None else None,
             "observable": bool(result.observable) if result is not None else False,
             "telemetry": {"points": len(self.points), "good": good, "bad": len(readings) - good},
-            "alarms": {
-                "active": sum(1 for a in alarms if a["severity"] != 0 and a["shelved_until"] is None),
-                "unacknowledged": sum(
-                    1 for a in alarms if not a["acknowledged"] and a["severity"] != 0 and a["shelved_until"] is None
-                ),
-            },
+            "alarms": self.alarm_counts(),
         }
 
+    def alarm_counts(self) -> dict[str, int]:
+        """The alarm counts (standing, unacknowledged, shelved, out of service, suppressed): one definition."""
+        with self._lock:
+            return count_alarms(self.monitors).to_dict()
+
     def alarms(self) -> list[dict[str, Any]]:
-        """The alarm list (shelved alarms included, marked), most urgent first."""
-        cached = self._alarms
-        if cached is not None:
-            return cached
-        out: list[dict[str, Any]] = []
+        """The alarm list: standing, shelved, out-of-service and suppressed alarms, most urgent first."""
+        return self.alarm_list()[1]
+
+    def alarm_list(self) -> tuple[int, list[dict[str, Any]]]:
+        """The alarm list with its version (it grows with every change of any alarm)."""
         with self._lock:
             version = self._alarm_version
-            active = [(monitor, monitor.active(include_shelved=True)) for monitor in self.monitors]
-        for monitor, alarms in active:
+            cached = self._alarms
+            if cached is not None:
+                return version, cached
+            listed = [(monitor, monitor.listed()) for monitor in self.monitors]
+        out: list[dict[str, Any]] = []
+        for monitor, alarms in listed:
             for a in alarms:
                 out.append(
                     {
@@ -506,14 +562,53 @@ class ControlRoom:
                         "group": a.group,
                         "since": a.since.isoformat(),
                         "acknowledged": a.acknowledged,
-                        "shelved_until": a.shelved_until.isoformat() if a.shelved_until is not None else None,
+                        "state": a.state.value,
+                        "chattering": a.chattering,
+                        "cause": a.cause,
+                        "shelved_until": _iso(a.shelved_until),
+                        "shelved_at": _iso(a.shelved_at),
+                        "shelved_by": a.shelved_by,
+                        "shelve_reason": a.shelve_reason,
+                        "out_of_service": a.out_of_service,
+                        "out_of_service_since": _iso(a.out_of_service_since),
+                        "out_of_service_by": a.out_of_service_by,
+                        "out_of_service_reason": a.out_of_service_reason,
+                        "suppressed": a.suppressed,
+                        "suppressed_reason": a.suppressed_reason,
                     }
                 )
         out.sort(key=lambda a: (a["priority_rank"], a["since"], a["key"]))
         with self._lock:
             if version == self._alarm_version:  # nothing changed the alarms meanwhile
                 self._alarms = out
-        return out
+        return version, out
+
+    def select_alarms(
+        self,
+        *,
+        priorities: Collection[str] = (),
+        areas: Collection[str] = (),
+        states: Collection[str] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """The alarm list filtered by priority, area (group), state and time raised (``start <= since < end``)."""
+        _check_choices("priority", priorities, PRIORITIES)
+        _check_choices("state", states, [s.value for s in AlarmState if s is not AlarmState.NORMAL])
+        version, listed = self.alarm_list()
+        out = []
+        for a in listed:
+            if priorities and a["priority"] not in priorities:
+                continue
+            if areas and a["group"] not in areas:
+                continue
+            if states and a["state"] not in states:
+                continue
+            since = datetime.fromisoformat(a["since"])
+            if (start is not None and since < start) or (end is not None and since >= end):
+                continue
+            out.append(a)
+        return version, out
 
     def _alarms_changed(self) -> None:
         with self._lock:
@@ -525,52 +620,285 @@ class ControlRoom:
         """Acknowledge an alarm in the list; log it in the event log and the audit trail."""
         monitor, channel = self._monitor_and_channel(key)
         with self._lock:
-            if not any(a.channel == channel for a in monitor.active(include_shelved=True)):
+            if not monitor.in_list(channel):
                 raise ConflictError(f"alarm {key!r} is not in the alarm list")
-            event = monitor.acknowledge(self.clock(), channel, actor=actor)
-        self._record(event, actor, source_ip, "alarm.acknowledge")
+            event = monitor.acknowledge(self.alarm_time(), channel, actor=actor)
+        self._record([event], actor, source_ip, "alarm.acknowledge")
         return event
 
-    def shelve(self, key: str, *, until: datetime, reason: str, actor: str, source_ip: str | None = None) -> AlarmEvent:
-        """Shelve an alarm until a time with a reason; log it in the event log and the audit trail."""
+    def acknowledge_many(
+        self, keys: list[str], *, actor: str, source_ip: str | None = None
+    ) -> tuple[list[AlarmEvent], list[str]]:
+        """Acknowledge the alarms ``keys`` (those the operator sees); return the events and the keys skipped.
+
+        Every key must name an alarm (else nothing is acknowledged, 404); alarms that are not in
+        the list or acknowledged already (by someone else meanwhile) are skipped, not refused.
+        """
+        if len(set(keys)) != len(keys):
+            raise InputError("acknowledge: the same alarm is named twice")
+        targets = [(key, *self._monitor_and_channel(key)) for key in keys]
+        events: list[AlarmEvent] = []
+        skipped: list[str] = []
+        with self._lock:
+            now = self.alarm_time()
+            for key, monitor, channel in targets:
+                if not monitor.needs_acknowledgement(channel):
+                    skipped.append(key)
+                    continue
+                events.append(monitor.acknowledge(now, channel, actor=actor))
+        for event in events:
+            self._record([event], actor, source_ip, "alarm.acknowledge", broadcast=False)
+        self._after_change(events)
+        return events, skipped
+
+    def shelve(
+        self,
+        key: str,
+        *,
+        until: datetime | None = None,
+        duration_s: float | None = None,
+        reason: str,
+        actor: str,
+        source_ip: str | None = None,
+    ) -> AlarmEvent:
+        """Shelve an alarm that is active or unacknowledged, until a time or for a duration, with a reason.
+
+        The shelf lasts at most the cycle's ``shelve_max_s`` (8 h by default, 400 beyond); a normal
+        or out-of-service alarm is not shelved (409).
+        """
         monitor, channel = self._monitor_and_channel(key)
-        if until.tzinfo is None:
+        text = check_text("reason", reason, max_len=MAX_REASON)
+        if (until is None) == (duration_s is None):
+            raise InputError("shelve: give either 'until' or 'duration_s'")
+        if until is not None and until.tzinfo is None:
             raise InputError("shelve: 'until' needs a timezone (e.g. 2026-11-23T12:00:00Z)")
         with self._lock:
-            event = monitor.shelve(self.clock(), channel, until=until.astimezone(UTC), reason=reason, actor=actor)
-        self._record(event, actor, source_ip, "alarm.shelve", reason=reason, until=until.astimezone(UTC))
+            now = self.alarm_time()
+            end = until.astimezone(UTC) if until is not None else now + timedelta(seconds=float(duration_s or 0))
+            event = self._guard(lambda: monitor.shelve(now, channel, until=end, reason=text, actor=actor))
+        self._record([event], actor, source_ip, "alarm.shelve", reason=text, details={"until": end.isoformat()})
         return event
+
+    def unshelve(
+        self, key: str, *, actor: str, reason: str | None = None, source_ip: str | None = None
+    ) -> list[AlarmEvent]:
+        """Take an alarm off the shelf (409 when it is not shelved); it is announced again if still active."""
+        monitor, channel = self._monitor_and_channel(key)
+        text = check_text("reason", reason, max_len=MAX_REASON) if reason else None
+        with self._lock:
+            events = self._guard(lambda: monitor.unshelve(self.alarm_time(), channel, actor=actor, reason=text))
+        self._record(events, actor, source_ip, "alarm.unshelve", reason=text)
+        return events
+
+    def remove_from_service(self, key: str, *, reason: str, actor: str, source_ip: str | None = None) -> AlarmEvent:
+        """Take an alarm out of service for maintenance, with a reason (engineer role; 409 when it is already)."""
+        monitor, channel = self._monitor_and_channel(key)
+        text = check_text("reason", reason, max_len=MAX_REASON)
+        with self._lock:
+            event = self._guard(
+                lambda: monitor.remove_from_service(self.alarm_time(), channel, reason=text, actor=actor)
+            )
+        self._record([event], actor, source_ip, "alarm.out_of_service", reason=text)
+        return event
+
+    def return_to_service(
+        self, key: str, *, actor: str, reason: str | None = None, source_ip: str | None = None
+    ) -> list[AlarmEvent]:
+        """Return an alarm to service (409 when it is not out of service); announced again if active."""
+        monitor, channel = self._monitor_and_channel(key)
+        text = check_text("reason", reason, max_len=MAX_REASON) if reason else None
+        with self._lock:
+            events = self._guard(
+                lambda: monitor.return_to_service(self.alarm_time(), channel, actor=actor, reason=text)
+            )
+        self._record(events, actor, source_ip, "alarm.return_to_service", reason=text)
+        return events
+
+    # -- designed suppression of areas (the hook a work permit uses) --------------------------------------
+    def alarm_areas(self) -> list[dict[str, Any]]:
+        """Every alarm area (group) with its designed suppression, if any."""
+        cycle = self._require_cycle()
+        with self._lock:
+            areas, suppressed = cycle.areas(), cycle.suppressed_areas
+        return [
+            {"area": a, "suppressed": a in suppressed, **({} if a not in suppressed else suppressed[a].to_dict())}
+            for a in areas
+        ]
+
+    def suppress_area(self, area: str, *, reason: str, actor: str, source_ip: str | None = None) -> dict[str, Any]:
+        """Suppress by design every alarm of an area, with a reason (engineer role); return the suppression."""
+        cycle = self._require_cycle()
+        text = check_text("reason", reason, max_len=MAX_REASON)
+        if area not in cycle.areas():
+            raise NotFoundError(f"no alarm area {area!r} (GET /api/alarms/areas lists them)")
+        with self._lock:
+            now = self.alarm_time()
+            events = self._guard(lambda: cycle.suppress_area(area, reason=text, actor=actor, time=now))
+            suppression = cycle.suppressed_areas[area]
+        self.alarm_store.save_area(suppression)
+        self.historian.events.append(
+            "alarm.area_suppressed", actor=actor, element=f"area:{area}", payload={"area": area, "reason": text}, ts=now
+        )
+        self.audit.append("alarm.suppress", actor=actor, element=f"area:{area}", source_ip=source_ip, reason=text)
+        log_alarm_events(self.historian.events, events)
+        self._after_change(events)
+        return suppression.to_dict()
+
+    def release_area(self, area: str, *, actor: str, source_ip: str | None = None) -> list[AlarmEvent]:
+        """Lift an area's designed suppression (engineer role; 409 when it is not suppressed)."""
+        cycle = self._require_cycle()
+        if area not in cycle.areas():
+            raise NotFoundError(f"no alarm area {area!r} (GET /api/alarms/areas lists them)")
+        with self._lock:
+            now = self.alarm_time()
+            events = self._guard(lambda: cycle.release_area(area, time=now))
+        self.alarm_store.delete_area(area)
+        self.historian.events.append(
+            "alarm.area_released", actor=actor, element=f"area:{area}", payload={"area": area}, ts=now
+        )
+        self.audit.append("alarm.release", actor=actor, element=f"area:{area}", source_ip=source_ip)
+        log_alarm_events(self.historian.events, events)
+        self._after_change(events)
+        return events
+
+    @staticmethod
+    def _guard(action: Callable[[], _T]) -> _T:
+        """Run an alarm action; an action that does not fit the alarm's state is a conflict (409)."""
+        try:
+            return action()
+        except AlarmStateError as exc:
+            raise ConflictError(str(exc)) from None
 
     def _record(
         self,
-        event: AlarmEvent,
+        events: list[AlarmEvent],
         actor: str,
         source_ip: str | None,
         action: str,
         *,
         reason: str | None = None,
-        until: datetime | None = None,
+        details: dict[str, Any] | None = None,
+        broadcast: bool = True,
     ) -> None:
+        """Log a person's action: its events (a re-announcement it causes is the alarm system's), audit, save."""
+        first, *rest = events
         self.historian.events.append(
-            f"alarm.{event.transition.value}",
+            f"alarm.{first.transition.value}",
             actor=actor,
-            element=event.key,
-            payload=alarm_event_payload(event),
-            ts=event.time,
+            element=first.key,
+            payload=alarm_event_payload(first),
+            ts=first.time,
         )
+        log_alarm_events(self.historian.events, rest)
+        self.audit.append(
+            action, actor=actor, element=first.key, source_ip=source_ip, reason=reason, details=details or {}
+        )
+        if broadcast:
+            self._after_change(events)
+
+    def _after_change(self, events: list[AlarmEvent]) -> None:
+        """Save the changed alarm state and push the transitions and the new counts to every screen."""
+        self.alarm_store.persist(self.monitors, self._lock)
         self._alarms_changed()
-        details = {"until": until.isoformat()} if until is not None else {}
-        self.audit.append(action, actor=actor, element=event.key, source_ip=source_ip, reason=reason, details=details)
-        self._broadcast({"type": "alarm", "event": event.to_dict()})
+        self._broadcast_alarms(events)
         self._broadcast({"type": "status", **self.status()})
+
+    # -- alarm journal and performance ---------------------------------------------------------------------
+    def _alarm_events(
+        self, start: datetime, end: datetime, *, before: int | None = None, newest_first: bool = False
+    ) -> list[tuple[int, datetime, str, str, str | None, dict[str, Any]]]:
+        t = events_table
+        query = sa.select(t).where(t.c.kind.like("alarm.%"), t.c.ts_us >= _to_us(start), t.c.ts_us < _to_us(end))
+        if before is not None:
+            query = query.where(t.c.seq < before)
+        query = query.order_by(t.c.seq.desc() if newest_first else t.c.seq).limit(MAX_JOURNAL_SCAN)
+        with self.historian.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        return [
+            (int(r.seq), epoch + timedelta(microseconds=int(r.ts_us)), r.actor, r.kind, r.element, dict(r.payload))
+            for r in rows
+        ]
+
+    def alarm_journal(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        priorities: Collection[str] = (),
+        areas: Collection[str] = (),
+        transitions: Collection[str] = (),
+        key: str | None = None,
+        before: int | None = None,
+        limit: int = 200,
+    ) -> list[dict[str, Any]]:
+        """The alarm history from the event log, newest first: transitions and actions, filtered.
+
+        ``before`` pages back (events with a smaller sequence number).
+        """
+        if end <= start:
+            raise InputError(f"'to' ({end.isoformat()}) must be after 'from' ({start.isoformat()})")
+        _check_choices("priority", priorities, PRIORITIES)
+        _check_choices("transition", transitions, TRANSITIONS)
+        out: list[dict[str, Any]] = []
+        for seq, ts, actor, kind, element, payload in self._alarm_events(start, end, before=before, newest_first=True):
+            transition = payload.get("transition") or kind.removeprefix("alarm.")
+            if priorities and payload.get("priority") not in priorities:
+                continue
+            if areas and payload.get("group", payload.get("area")) not in areas:
+                continue
+            if transitions and transition not in transitions:
+                continue
+            if key is not None and element != key:
+                continue
+            out.append(
+                {
+                    "seq": seq,
+                    "ts": ts.isoformat(),
+                    "actor": actor,
+                    "kind": kind,
+                    "transition": transition,
+                    "key": element,
+                    "condition": payload.get("condition"),
+                    "priority": payload.get("priority"),
+                    "severity": payload.get("severity"),
+                    "value": payload.get("value"),
+                    "group": payload.get("group", payload.get("area")),
+                    "cause": payload.get("cause"),
+                    "reason": payload.get("reason"),
+                    "shelved": bool(payload.get("shelved", False)),
+                    "suppressed": bool(payload.get("suppressed", False)),
+                    "out_of_service": bool(payload.get("out_of_service", False)),
+                    "announced": alarm_performance.journal_entry(ts, payload).announced,
+                }
+            )
+            if len(out) >= limit:
+                break
+        return out
+
+    def alarm_summary(self, *, start: datetime, end: datetime, positions: int = 1) -> dict[str, Any]:
+        """The ISA-18.2 performance figures of the window (see :mod:`opendso.operations.alarm_performance`)."""
+        if end <= start:
+            raise InputError(f"'to' ({end.isoformat()}) must be after 'from' ({start.isoformat()})")
+        entries = [
+            alarm_performance.journal_entry(ts, payload)
+            for _seq, ts, _actor, _kind, _element, payload in self._alarm_events(start, end)
+        ]
+        with self._lock:
+            standing = [a for m in self.monitors for a in m.active()]
+            counts = count_alarms(self.monitors).to_dict()
+        since = {a.key: a.since for a in standing if a.severity != 0}
+        summary = alarm_performance.performance(
+            entries, start=start, end=end, standing_since=since, positions=positions
+        )
+        summary["counts"] = counts
+        return summary
 
     def add_shift_note(self, text: str, *, actor: str, source_ip: str | None = None) -> dict[str, Any]:
         """Append an operator note for the shift handover (an event of kind ``shift.note``); return it."""
-        body = text.strip() if isinstance(text, str) else ""
-        if not body:
-            raise InputError("a shift note needs text")
-        if len(body) > 10_000:
-            raise InputError(f"a shift note has at most 10000 characters, got {len(body)}")
+        from opendso.service.text import check_text
+
+        body = check_text("a shift note", text, max_len=10_000)
         event = self.historian.events.append(SHIFT_NOTE, actor=actor, payload={"text": body})
         self.audit.append(SHIFT_NOTE, actor=actor, element=f"event:{event.seq}", source_ip=source_ip)
         return _event_dict(event.seq, event.ts, event.actor, event.kind, event.element, event.payload)
@@ -617,6 +945,45 @@ class ControlRoom:
             {"ts": ts.isoformat(), "value": _finite(v), "quality": int(q)}
             for ts, v, q in zip(frame["ts"], frame["value"], frame["quality"], strict=True)
         ]
+
+
+PRIORITIES = ("critical", "high", "medium", "low")
+TRANSITIONS = tuple(
+    sorted(
+        {
+            "raised",
+            "escalated",
+            "deescalated",
+            "cleared",
+            "acknowledged",
+            "shelved",
+            "unshelved",
+            "chattering",
+            "chattering_ended",
+            "out_of_service",
+            "returned_to_service",
+            "suppressed",
+            "unsuppressed",
+            "area_suppressed",
+            "area_released",
+        }
+    )
+)
+_T = TypeVar("_T")
+
+
+def _check_choices(name: str, given: Collection[str], allowed: Collection[str]) -> None:
+    bad = sorted(set(given) - set(allowed))
+    if bad:
+        raise InputError(f"unknown {name} {', '.join(map(repr, bad))}: choose from {', '.join(allowed)}")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _to_us(ts: datetime) -> int:
+    return (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def _event_dict(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -99,6 +99,13 @@ class GridPublic(BaseModel):
     switches: list[SwitchPublic]
 
 
+class PointInfoPublic(BaseModel):
+    """What a point measures: its quantity (``u``, ``p``, ``q``, ``i``, ``switch`` ...) and unit (SI)."""
+
+    quantity: str
+    unit: str
+
+
 class ElementPublic(BaseModel):
     """One element: its input fields, extra columns and the points that measure it."""
 
@@ -108,6 +115,7 @@ class ElementPublic(BaseModel):
     kind: str
     fields: dict[str, Any]
     points: list[str]
+    point_info: dict[str, PointInfoPublic] = {}
 
 
 class StatePublic(BaseModel):
@@ -144,7 +152,7 @@ class AggregatePublic(BaseModel):
 
 # -- alarms -------------------------------------------------------------------------------------------
 class AlarmPublic(BaseModel):
-    """An alarm in the alarm list."""
+    """An alarm in the alarm list, in its ISA-18.2 state, with who shelved it or took it out of service and why."""
 
     key: str
     monitor: str
@@ -157,13 +165,51 @@ class AlarmPublic(BaseModel):
     since: str
     acknowledged: bool
     shelved_until: str | None
+    state: str = "normal"  # unacknowledged, acknowledged, returned_unacknowledged, shelved, suppressed, out_of_service
+    chattering: bool = False
+    cause: str | None = None  # the key of the alarm that explains this one (it heads the group)
+    shelved_at: str | None = None
+    shelved_by: str | None = None
+    shelve_reason: str | None = None
+    out_of_service: bool = False
+    out_of_service_since: str | None = None
+    out_of_service_by: str | None = None
+    out_of_service_reason: str | None = None
+    suppressed: bool = False  # suppressed by design
+    suppressed_reason: str | None = None
 
 
 class ShelveCreate(_Strict):
-    """Shelve an alarm until a time (with a time zone), with a reason."""
+    """Shelve an alarm that is active or unacknowledged, with a reason, until a time (with a time zone) or for a
+    duration in seconds (one of the two); a shelf lasts at most 8 hours unless the cycle is set otherwise."""
 
-    until: AwareDatetime
+    until: AwareDatetime | None = None
+    duration_s: float | None = Field(default=None, gt=0, le=7 * 86400)
     reason: str = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_end(self) -> ShelveCreate:
+        if (self.until is None) == (self.duration_s is None):
+            raise ValueError("give either 'until' or 'duration_s'")
+        return self
+
+
+class ReasonCreate(_Strict):
+    """A reason (required): taking an alarm out of service, suppressing an area."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class OptionalReason(_Strict):
+    """An optional reason: unshelving, returning to service."""
+
+    reason: str | None = Field(default=None, min_length=1, max_length=1000)
+
+
+class AcknowledgeMany(_Strict):
+    """Acknowledge the alarms named (those the operator sees on screen)."""
+
+    keys: list[str] = Field(min_length=1, max_length=1000)
 
 
 class AlarmEventPublic(BaseModel):
@@ -183,6 +229,117 @@ class AlarmEventPublic(BaseModel):
     suppressed: bool
     actor: str | None
     reason: str | None
+    out_of_service: bool = False
+    cause: str | None = None
+
+
+class AcknowledgedPublic(BaseModel):
+    """What acknowledging several alarms did: the acknowledgements, and the alarms skipped (already acknowledged)."""
+
+    acknowledged: list[AlarmEventPublic]
+    skipped: list[str]
+
+
+class AlarmAreaPublic(BaseModel):
+    """An alarm area (group, e.g. a feeder) and its designed suppression, if any."""
+
+    area: str
+    suppressed: bool
+    reason: str | None = None
+    actor: str | None = None
+    since: str | None = None
+
+
+class AlarmJournalPublic(BaseModel):
+    """One entry of the alarm history (from the event log)."""
+
+    seq: int
+    ts: str
+    actor: str
+    kind: str
+    transition: str
+    key: str | None
+    condition: str | None
+    priority: str | None
+    severity: int | None
+    value: float | None
+    group: str | None
+    cause: str | None
+    reason: str | None
+    shelved: bool
+    suppressed: bool
+    out_of_service: bool
+    announced: bool
+
+
+class PerTenMinutesPublic(BaseModel):
+    """Annunciated alarms per operator position per 10 minutes, with the ISA-18.2 / EEMUA 191 targets."""
+
+    average_per_position: float
+    max_per_position: float
+    target: float
+    max_manageable: float
+
+
+class FloodPeriodPublic(BaseModel):
+    """Adjacent 10-minute periods with more than 10 annunciated alarms."""
+
+    start: str
+    end: str
+    alarms: int
+    peak_per_10_min: int
+
+
+class FloodsPublic(BaseModel):
+    """Alarm floods (ISA-18.2: more than 10 alarms in 10 minutes)."""
+
+    threshold: int
+    periods: list[FloodPeriodPublic]
+    flood_10_min_periods: int
+    total_10_min_periods: int
+    percent_of_time: float
+
+
+class FrequentAlarmPublic(BaseModel):
+    """One of the most frequent alarms: how often it was annunciated and its share of all annunciations."""
+
+    key: str
+    count: int
+    percent: float
+
+
+class StaleAlarmPublic(BaseModel):
+    """An alarm standing for more than 24 hours."""
+
+    key: str
+    since: str
+    hours: float
+
+
+class ChatteringAlarmPublic(BaseModel):
+    """An alarm that chattered in the window, and how many times."""
+
+    key: str
+    episodes: int
+
+
+class AlarmSummaryPublic(BaseModel):
+    """The ISA-18.2 alarm performance figures of a window, and the present counts."""
+
+    from_: str = Field(alias="from")
+    to: str
+    positions: int
+    annunciated: int
+    per_10_min: PerTenMinutesPublic
+    floods: FloodsPublic
+    top_ten: list[FrequentAlarmPublic]
+    top_ten_percent: float
+    stale: list[StaleAlarmPublic]
+    chattering: list[ChatteringAlarmPublic]
+    priority_distribution: dict[str, int]
+    counts: AlarmCounts
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
 # -- events and shift log -----------------------------------------------------------------------------
@@ -213,10 +370,34 @@ class TelemetryStatus(BaseModel):
 
 
 class AlarmCounts(BaseModel):
-    """Active (not shelved) and unacknowledged alarms."""
+    """The alarm counts, one definition everywhere (see :class:`opendso.operations.alarms.AlarmCounts`).
 
-    active: int
+    ``standing``: active + returned-to-normal unacknowledged; ``unacknowledged``: active
+    unacknowledged + returned unacknowledged; shelved, out-of-service and suppressed-by-design
+    alarms are counted separately.
+    """
+
+    standing: int
     unacknowledged: int
+    shelved: int
+    out_of_service: int
+    suppressed: int
+
+
+class TimeAnchorPublic(BaseModel):
+    """From ``wall`` on, the simulated clock reads ``simulated + (t - wall) * speed`` (speed 0: paused)."""
+
+    wall: str
+    simulated: str
+    speed: float
+
+
+class TimeBasePublic(BaseModel):
+    """The field simulator's clock: speed, paused, and the anchors mapping wall-clock to simulated time."""
+
+    speed: float
+    paused: bool
+    anchors: list[TimeAnchorPublic]
 
 
 class StatusPublic(BaseModel):
@@ -224,6 +405,7 @@ class StatusPublic(BaseModel):
 
     time: str
     simulated_time: str | None
+    time_base: TimeBasePublic | None = None  # None without a field simulator: screens show the wall clock
     cycle_ms: float | None
     observable: bool
     telemetry: TelemetryStatus
@@ -245,3 +427,84 @@ class AuditRecordPublic(BaseModel):
     details: dict[str, Any]
     hash: str
     prev_hash: str
+    verified: bool | None = None  # the record matches its own (keyed) hash
+
+
+class ChainProblemPublic(BaseModel):
+    """One finding of an integrity check: where, what kind, and what is wrong."""
+
+    seq: int
+    kind: str
+    message: str
+
+
+class ChainPublic(BaseModel):
+    """The check of one chain (``audit`` or ``events``)."""
+
+    ok: bool
+    records: int
+    last_seq: int
+    head_hash: str
+    unkeyed: int
+    problems: list[ChainProblemPublic]
+
+
+class RowProblemPublic(BaseModel):
+    """A sealed row changed outside OpenDSO."""
+
+    table: str
+    key: str
+    message: str
+
+
+class IntegrityPublic(BaseModel):
+    """What ``opendso audit verify`` and ``GET /api/audit/verify`` report."""
+
+    ok: bool
+    database: str
+    audit: ChainPublic
+    events: ChainPublic
+    rows: list[RowProblemPublic]
+
+
+# -- users --------------------------------------------------------------------------------------------
+class LoginThrottlePublic(BaseModel):
+    """Failed logins of a user from one address, and until when that address must wait."""
+
+    username: str
+    source_ip: str
+    failures: int
+    blocked_until: str | None
+
+
+class UserPublic(BaseModel):
+    """A user as a security administrator sees it (never the password hash)."""
+
+    username: str
+    roles: list[str]
+    disabled: bool
+    password_change_required: bool
+    intact: bool  # the row matches its seal
+    throttles: list[LoginThrottlePublic]
+
+
+class UserCreate(_Strict):
+    """A new user: name, password (temporary by default: replaced at the first login) and roles."""
+
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1024)
+    roles: list[str] = Field(min_length=1, max_length=10)
+    temporary: bool = True
+
+
+class PasswordReset(_Strict):
+    """A password an administrator sets (temporary by default)."""
+
+    password: str = Field(min_length=1, max_length=1024)
+    temporary: bool = True
+
+
+class RolesUpdate(_Strict):
+    """The roles a user gets (replacing the old ones)."""
+
+    roles: list[str] = Field(min_length=1, max_length=10)

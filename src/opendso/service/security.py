@@ -18,27 +18,42 @@ Only the operator controls: IEC 62351-8 gives the CONTROL right to the operator 
 an engineer who must acknowledge alarms is given the operator role too (the first administrator
 holds security_administrator, operator and engineer). Nobody may edit or delete the audit trail.
 
-Passwords are stored as argon2id hashes. A login opens a session: a random token sent in the
+Passwords are stored as argon2id hashes and must be at least 10 characters and not easily
+guessed (:func:`check_password`: zxcvbn's estimate, which knows common-password lists, must
+reach 3 of 4, NIST SP 800-63B 5.1.1.2). A login opens a session: a random token sent in the
 ``opendso_session`` cookie (HttpOnly, SameSite=Strict) or as a bearer token; only its SHA-256 is
-stored, with an expiry. Cookie sessions carry a CSRF token that state-changing requests must
-echo in ``X-CSRF-Token``. Five failed logins within 15 minutes lock an account for 15 minutes;
-every failure is in the audit trail.
+stored, with an expiry, sealed with the integrity key like the user rows
+(:mod:`opendso.store.integrity`): a row changed in the database behind OpenDSO's back is
+refused and reported. Cookie sessions carry a CSRF token that state-changing requests must echo
+in ``X-CSRF-Token``.
+
+Failed logins are throttled per (user name, source address), never per account alone: after
+five failures within 15 minutes that pair waits 1 s, then 2 s, 4 s, ... up to 15 minutes
+(:meth:`Security.authenticate`), so an attacker elsewhere cannot lock a user out.
+``opendso users list`` shows the throttles and ``opendso users enable`` lifts them. Every
+failure is audited, aggregated per source and minute so that a flood cannot fill the trail.
+How many logins are hashed at once, and how often, is the web service's business
+(:mod:`opendso.service.login_gate`).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import enum
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -47,7 +62,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from opendso.errors import InputError, OpenDSOError
 from opendso.service.audit import AuditTrail
 from opendso.store.historian import Historian
-from opendso.store.security_schema import sessions, users
+from opendso.store.integrity import IntegrityError, Sealer, sealer_of, session_row, user_row
+from opendso.store.security_schema import login_throttle, sessions, users
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +71,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 SESSION_COOKIE = "opendso_session"
 CSRF_HEADER = "X-CSRF-Token"
-LOGIN_FAILED = "wrong username or password, or the account is locked or disabled"
+LOGIN_FAILED = "wrong username or password, or the account is disabled"
 MIN_PASSWORD_LENGTH = 10
 
 
@@ -95,7 +111,23 @@ ADMIN_ROLES = (Role.SECURITY_ADMINISTRATOR, Role.OPERATOR, Role.ENGINEER)
 
 
 class AuthError(OpenDSOError):
-    """Not authenticated: no, an unknown or an expired session, or a failed login (HTTP 401)."""
+    """Not authenticated: no, an unknown or an expired session, or a failed login (HTTP 401).
+
+    ``presented``: a token was given but is not (or no longer) valid: forged, revoked or
+    expired. Those are audited as refused access; a request without any token is not.
+    """
+
+    def __init__(self, message: str, *, presented: bool = False) -> None:
+        super().__init__(message)
+        self.presented = presented
+
+
+class ThrottledError(OpenDSOError):
+    """Too many attempts: wait ``retry_after_s`` seconds (HTTP 429 with ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, int(retry_after_s))
 
 
 class ForbiddenError(OpenDSOError):
@@ -108,13 +140,15 @@ class UnknownUserError(InputError):
 
 @dataclass(frozen=True)
 class SecuritySettings:
-    """Session lifetimes and the lockout policy."""
+    """Session lifetimes and the login throttle."""
 
     session_ttl: timedelta = timedelta(hours=12)  # one shift
     token_ttl: timedelta = timedelta(hours=12)
-    max_failures: int = 5
-    failure_window: timedelta = timedelta(minutes=15)
-    lockout: timedelta = timedelta(minutes=15)
+    max_failures: int = 5  # failures of one (user, source) before it has to wait
+    failure_window: timedelta = timedelta(minutes=15)  # failures older than this are forgotten
+    throttle_base: timedelta = timedelta(seconds=1)  # the first wait; it doubles with each further failure
+    throttle_max: timedelta = timedelta(minutes=15)
+    max_tracked_unknown: int = 10_000  # (unknown user, source) pairs remembered in memory
     argon2_time_cost: int = 3  # argon2-cffi's defaults (RFC 9106 low-memory profile)
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
@@ -141,6 +175,27 @@ class User:
     def can(self, permission: Permission) -> bool:
         """Whether one of the user's roles grants ``permission``."""
         return permission in self.permissions
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A user as an administrator sees it: whether its row is intact and its login throttles."""
+
+    user: User
+    intact: bool = True
+    throttles: tuple[LoginThrottle, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view (the API's shape)."""
+        u = self.user
+        return {
+            "username": u.username,
+            "roles": [r.value for r in u.roles],
+            "disabled": u.disabled,
+            "password_change_required": u.must_change_password,
+            "intact": self.intact,
+            "throttles": [t.to_dict() for t in self.throttles],
+        }
 
 
 @dataclass(frozen=True)
@@ -180,9 +235,37 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _check_password(password: str) -> None:
+#: Longest password accepted (argon2 takes any length; the strength estimate is quadratic in it).
+MAX_PASSWORD_LENGTH = 1024
+#: The least zxcvbn score (0-4) a password needs: 3 = "safely unguessable", about 10^10 guesses.
+MIN_PASSWORD_SCORE = 3
+
+
+def check_password(password: str, *, username: str | None = None) -> None:
+    """Refuse (:class:`InputError`) a password that is short or easily guessed, saying why.
+
+    NIST SP 800-63B 5.1.1.2: at least :data:`MIN_PASSWORD_LENGTH` characters, checked against
+    lists of common and breached passwords, dictionary words, repetition and sequences, and the
+    user's own name; zxcvbn estimates the guesses needed and must score at least
+    :data:`MIN_PASSWORD_SCORE`. No composition rules (they do not help).
+    """
+    from zxcvbn import zxcvbn
+
     if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
         raise InputError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InputError(f"a password has at most {MAX_PASSWORD_LENGTH} characters")
+    if "\x00" in password:
+        raise InputError("a password may not contain NUL characters")
+    if username and password.strip().lower() == username.lower():
+        raise InputError("a password may not be the user name")
+    # zxcvbn's cost grows with the length; past 100 characters a password is long enough anyway
+    result = zxcvbn(password[:100], user_inputs=[username, "opendso"] if username else ["opendso"])
+    if int(result["score"]) < MIN_PASSWORD_SCORE:
+        feedback = result.get("feedback") or {}
+        hints = [feedback.get("warning") or "", *(feedback.get("suggestions") or [])]
+        why = " ".join(h for h in hints if h) or "it is easy to guess"
+        raise InputError(f"this password is too easy to guess: {why}")
 
 
 def _check_username(username: str) -> str:
@@ -192,8 +275,36 @@ def _check_username(username: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class LoginThrottle:
+    """Failed logins of one (user name, source address): how many, and until when it must wait."""
+
+    username: str
+    source_ip: str
+    failures: int
+    blocked_until: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view (the API's shape)."""
+        return {
+            "username": self.username,
+            "source_ip": self.source_ip,
+            "failures": self.failures,
+            "blocked_until": self.blocked_until.isoformat() if self.blocked_until is not None else None,
+        }
+
+
+def _throttle_delay(failures: int, settings: SecuritySettings) -> timedelta:
+    """The wait after ``failures`` failed logins of one (user, source): none for the first few, then doubling."""
+    over = failures - settings.max_failures
+    if over < 0:
+        return timedelta(0)
+    seconds = settings.throttle_base.total_seconds() * (2.0 ** min(over, 30))
+    return min(timedelta(seconds=seconds), settings.throttle_max)
+
+
 class Security:
-    """Users, sessions and login protection on a database (the schema must exist: see :class:`Historian`)."""
+    """Users, sessions and login protection on a database opened with :meth:`Historian.open`."""
 
     def __init__(
         self, engine: sa.Engine, *, audit: AuditTrail | None = None, settings: SecuritySettings | None = None
@@ -207,6 +318,27 @@ class Security:
         )
         # verified against for unknown users, so a login takes as long whether the user exists or not
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        # failed logins with user names that do not exist: kept in memory only (bounded), so a spray of
+        # made-up names cannot grow the database
+        self._unknown: collections.OrderedDict[tuple[str, str], tuple[int, int, int]] = collections.OrderedDict()
+        self._unknown_lock = threading.Lock()
+        self._ended: list[Callable[[], None]] = []
+
+    @property
+    def sealer(self) -> Sealer:
+        """The integrity key and anchor of the database."""
+        return sealer_of(self.engine)
+
+    def on_sessions_ended(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever this process ends sessions (logout, disable, new roles or password)."""
+        self._ended.append(callback)
+
+    def _sessions_ended(self) -> None:
+        for callback in list(self._ended):
+            try:
+                callback()
+            except Exception:  # a listener's failure must not undo a logout
+                log.exception("event=session_end_listener_failed")
 
     # -- users ---------------------------------------------------------------------------------------
     def user_count(self) -> int:
@@ -222,16 +354,18 @@ class Security:
         *,
         actor: str = "opendso",
         must_change_password: bool = False,
+        source_ip: str | None = None,
     ) -> User:
-        """Create a user; a taken name, a short password or an unknown role raise :class:`InputError`.
+        """Create a user; a taken name, a weak password or an unknown role raise :class:`InputError`.
 
         ``must_change_password``: the user has to choose a new password at the first login
         (for a password someone else chose).
         """
         name = _check_username(username)
-        _check_password(password)
+        check_password(password, username=name)
         parsed = parse_roles(roles)
         now = _us(datetime.now(UTC))
+        digest = self._hasher.hash(password)
         with self.engine.begin() as conn:
             if conn.execute(sa.select(users.c.id).where(users.c.username == name)).first() is not None:
                 raise InputError(f"user {name!r} exists already")
@@ -239,56 +373,113 @@ class Security:
                 sa.insert(users)
                 .values(
                     username=name,
-                    password_hash=self._hasher.hash(password),
+                    password_hash=digest,
                     roles=[r.value for r in parsed],
                     disabled=False,
-                    failed_logins=0,
                     created_us=now,
                     updated_us=now,
                     must_change_password=must_change_password,
                 )
                 .returning(users.c.id)
             ).scalar_one()
-        self.audit.append("user.add", actor=actor, element=f"user:{name}", details={"roles": [r.value for r in parsed]})
+            self._seal_user(conn, int(uid))
+        self.audit.append(
+            "user.add",
+            actor=actor,
+            element=f"user:{name}",
+            source_ip=source_ip,
+            details={"roles": [r.value for r in parsed], "temporary_password": must_change_password},
+        )
         return User(int(uid), name, parsed, must_change_password=must_change_password)
 
+    def _seal_user(self, conn: sa.Connection, uid: int) -> None:
+        """Recompute a user row's seal inside the transaction that changed it."""
+        row = conn.execute(sa.select(users).where(users.c.id == uid)).one()
+        conn.execute(
+            sa.update(users).where(users.c.id == uid).values(mac=self.sealer.key.row_mac("users", user_row(row)))
+        )
+
+    def _checked(self, row: Any) -> User:
+        """The user of a row whose seal matches; raise :class:`IntegrityError` (and report it) otherwise."""
+        if not self.sealer.key.check_row("users", {**user_row(row), "mac": row.mac}):
+            self._violation(f"user:{row.username}", "the users row does not match its seal (changed outside OpenDSO)")
+            raise IntegrityError(
+                f"user {row.username!r} was changed outside OpenDSO: refused until an administrator resets it"
+            )
+        return _user(row)
+
+    def _violation(self, element: str, reason: str, source_ip: str | None = None) -> None:
+        log.error("event=integrity_violation element=%s reason=%s", element, reason)
+        self.audit.refused("integrity.violation", actor="opendso", element=element, reason=reason, source_ip=source_ip)
+
     def get_user(self, username: str) -> User:
-        """Return a user by name; raise :class:`UnknownUserError`."""
+        """Return a user by name; raise :class:`UnknownUserError`, or :class:`IntegrityError` for a tampered row."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(users).where(users.c.username == username)).first()
+        if row is None:
+            raise UnknownUserError(f"no user named {username!r}")
+        return self._checked(row)
+
+    def list_users(self) -> list[UserInfo]:
+        """Return every user with the throttles on its logins, by name; a tampered row is marked, not hidden."""
+        throttles = self.throttles()
+        out: list[UserInfo] = []
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(users).order_by(users.c.username)).all()
+        for row in rows:
+            intact = self.sealer.key.check_row("users", {**user_row(row), "mac": row.mac})
+            out.append(
+                UserInfo(
+                    _user(row),
+                    intact=intact,
+                    throttles=tuple(t for t in throttles if t.username == row.username),
+                )
+            )
+        return out
+
+    def set_password(
+        self,
+        username: str,
+        password: str,
+        *,
+        actor: str = "opendso",
+        must_change_password: bool = False,
+        source_ip: str | None = None,
+    ) -> None:
+        """Set a user's password (and lift its login throttles); open sessions of the user are closed.
+
+        This is also how an administrator repairs a user row changed outside OpenDSO.
+        """
+        user = self._any_user(username)
+        check_password(password, username=user.username)
+        self._update(user, password_hash=self._hasher.hash(password), must_change_password=must_change_password)
+        self._end_sessions(user.id)
+        self.lift_throttles(user.username, actor=None)
+        self.audit.append(
+            "user.password",
+            actor=actor,
+            element=f"user:{user.username}",
+            source_ip=source_ip,
+            details={"temporary": must_change_password},
+        )
+
+    def _any_user(self, username: str) -> User:
+        """A user by name even when its row fails its seal (administrators repair such rows)."""
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(users).where(users.c.username == username)).first()
         if row is None:
             raise UnknownUserError(f"no user named {username!r}")
         return _user(row)
 
-    def list_users(self) -> list[User]:
-        """Return every user, by name."""
-        with self.engine.connect() as conn:
-            return [_user(r) for r in conn.execute(sa.select(users).order_by(users.c.username))]
-
-    def set_password(
-        self, username: str, password: str, *, actor: str = "opendso", must_change_password: bool = False
-    ) -> None:
-        """Set a user's password (and lift a lockout); open sessions of the user are closed."""
-        _check_password(password)
-        user = self.get_user(username)
-        self._update(
-            user,
-            password_hash=self._hasher.hash(password),
-            failed_logins=0,
-            locked_until_us=None,
-            must_change_password=must_change_password,
-        )
-        self._end_sessions(user.id)
-        self.audit.append("user.password", actor=actor, element=f"user:{user.username}")
-
     def change_own_password(self, session: Session, current: str, new: str, *, source_ip: str | None = None) -> Session:
         """Change the session user's own password; return the session, now without the change requirement.
 
         The current password must be right (a wrong one counts as a failed login) and the new
-        one must differ from it. The user's other sessions are closed; this one stays open.
+        one must differ from it and be strong enough. The user's other sessions are closed;
+        this one stays open.
         """
         user = self.authenticate(session.user.username, current, source_ip=source_ip)
-        _check_password(new)
+        check_password(new, username=user.username)
         if new == current:
             raise InputError("the new password must differ from the current one")
         self._update(user, password_hash=self._hasher.hash(new), must_change_password=False)
@@ -296,102 +487,217 @@ class Security:
             conn.execute(
                 sa.delete(sessions).where(sessions.c.user_id == user.id, sessions.c.token_hash != session.token_hash)
             )
+        self._sessions_ended()
         self.audit.append(
             "user.password", actor=user.username, element=f"user:{user.username}", source_ip=source_ip, reason="own"
         )
         changed = User(user.id, user.username, user.roles, user.disabled, must_change_password=False)
         return Session(changed, session.kind, session.csrf_token, session.expires, session.token_hash)
 
-    def set_roles(self, username: str, roles: Iterable[str], *, actor: str = "opendso") -> User:
+    def set_roles(
+        self, username: str, roles: Iterable[str], *, actor: str = "opendso", source_ip: str | None = None
+    ) -> User:
         """Replace a user's roles; open sessions of the user are closed."""
         parsed = parse_roles(roles)
-        user = self.get_user(username)
+        user = self._any_user(username)
         self._update(user, roles=[r.value for r in parsed])
         self._end_sessions(user.id)
         self.audit.append(
             "user.roles",
             actor=actor,
             element=f"user:{user.username}",
+            source_ip=source_ip,
             details={"before": [r.value for r in user.roles], "after": [r.value for r in parsed]},
         )
         return User(user.id, user.username, parsed, user.disabled, user.must_change_password)
 
-    def set_disabled(self, username: str, disabled: bool = True, *, actor: str = "opendso") -> None:
-        """Disable (or enable again) a user; disabling closes the user's sessions."""
-        user = self.get_user(username)
+    def set_disabled(
+        self, username: str, disabled: bool = True, *, actor: str = "opendso", source_ip: str | None = None
+    ) -> list[LoginThrottle]:
+        """Disable a user (closing its sessions), or enable it again and lift its login throttles.
+
+        Returns the throttles that enabling lifted (none when disabling).
+        """
+        user = self._any_user(username)
         self._update(user, disabled=disabled)
+        lifted: list[LoginThrottle] = []
         if disabled:
             self._end_sessions(user.id)
-        self.audit.append("user.disable" if disabled else "user.enable", actor=actor, element=f"user:{user.username}")
+        else:
+            lifted = self.lift_throttles(user.username, actor=actor, source_ip=source_ip)
+        self.audit.append(
+            "user.disable" if disabled else "user.enable",
+            actor=actor,
+            element=f"user:{user.username}",
+            source_ip=source_ip,
+        )
+        return lifted
 
     def _update(self, user: User, **values: Any) -> None:
         values["updated_us"] = _us(datetime.now(UTC))
         with self.engine.begin() as conn:
             conn.execute(sa.update(users).where(users.c.id == user.id).values(**values))
+            self._seal_user(conn, user.id)
 
     def _end_sessions(self, user_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(sessions).where(sessions.c.user_id == user_id))
+        self._sessions_ended()
+
+    # -- login throttling ----------------------------------------------------------------------------
+    def throttles(self, username: str | None = None, *, now: datetime | None = None) -> list[LoginThrottle]:
+        """Failed logins per (user, source address) still counted (known users; optionally one)."""
+        now_us = _us(now or datetime.now(UTC))
+        window = self.settings.failure_window // _ONE_US
+        query = sa.select(login_throttle).where(
+            sa.or_(login_throttle.c.blocked_until_us > now_us, login_throttle.c.last_failed_us > now_us - window)
+        )
+        if username is not None:
+            query = query.where(login_throttle.c.username == username)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(login_throttle.c.username, login_throttle.c.source_ip)).all()
+        return [
+            LoginThrottle(
+                r.username,
+                r.source_ip,
+                int(r.failures),
+                _EPOCH + int(r.blocked_until_us) * _ONE_US if r.blocked_until_us > now_us else None,
+            )
+            for r in rows
+        ]
+
+    def lift_throttles(
+        self, username: str, *, actor: str | None = "opendso", source_ip: str | None = None
+    ) -> list[LoginThrottle]:
+        """Forget a user's failed logins from every address; audited (``user.unlock``) unless ``actor`` is None."""
+        lifted = [t for t in self.throttles(username) if t.blocked_until is not None]
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(login_throttle).where(login_throttle.c.username == username))
+        if lifted and actor is not None:
+            self.audit.append(
+                "user.unlock",
+                actor=actor,
+                element=f"user:{username}",
+                source_ip=source_ip,
+                details={"sources": [t.source_ip for t in lifted]},
+            )
+        return lifted
+
+    def _blocked_until(self, username: str, source: str, now_us: int, known: bool) -> int:
+        """Microseconds since the epoch until which (user, source) must wait (0: it may try now)."""
+        if not known:
+            with self._unknown_lock:
+                entry = self._unknown.get((username, source))
+            return entry[2] if entry is not None else 0
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(login_throttle.c.blocked_until_us).where(
+                    login_throttle.c.username == username, login_throttle.c.source_ip == source
+                )
+            ).first()
+        return int(row.blocked_until_us) if row is not None else 0
+
+    def _count_failure(self, username: str, source: str, now_us: int, known: bool) -> tuple[int, int]:
+        """Count one failed login of (user, source); return (failures, blocked until in µs)."""
+        s = self.settings
+        window = s.failure_window // _ONE_US
+        if not known:
+            with self._unknown_lock:
+                failures, first, _ = self._unknown.pop((username, source), (0, now_us, 0))
+                failures = failures + 1 if now_us - first <= window else 1
+                first = first if failures > 1 else now_us
+                until = now_us + _throttle_delay(failures, s) // _ONE_US if failures >= s.max_failures else 0
+                self._unknown[(username, source)] = (failures, first, until)
+                while len(self._unknown) > s.max_tracked_unknown:
+                    self._unknown.popitem(last=False)
+            return failures, until
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    key = (login_throttle.c.username == username) & (login_throttle.c.source_ip == source)
+                    row = conn.execute(sa.select(login_throttle).where(key)).first()
+                    if row is None or now_us - int(row.last_failed_us) > window:
+                        failures, first = 1, now_us
+                    else:
+                        failures, first = int(row.failures) + 1, int(row.first_failed_us)
+                    until = now_us + _throttle_delay(failures, s) // _ONE_US if failures >= s.max_failures else 0
+                    values = {
+                        "failures": failures,
+                        "first_failed_us": first,
+                        "last_failed_us": now_us,
+                        "blocked_until_us": until,
+                    }
+                    if row is None:
+                        conn.execute(sa.insert(login_throttle).values(username=username, source_ip=source, **values))
+                    else:
+                        conn.execute(sa.update(login_throttle).where(key).values(**values))
+                return failures, until
+            except sa.exc.IntegrityError:  # another request inserted the row first
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _forget_failures(self, username: str, source: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.delete(login_throttle).where(
+                    login_throttle.c.username == username, login_throttle.c.source_ip == source
+                )
+            )
 
     # -- login ---------------------------------------------------------------------------------------
     def authenticate(self, username: str, password: str, *, source_ip: str | None = None) -> User:
         """Check a user name and password; raise :class:`AuthError` (one message for every cause).
 
-        Every failure is audited; the ``max_failures``-th failure within ``failure_window`` locks
-        the account for ``lockout``. A success resets the failure count.
+        Failed logins are counted per (user name, source address): after ``max_failures`` that
+        pair waits a delay that doubles with each further failure (from ``throttle_base`` up to
+        ``throttle_max``); a login while it must wait is refused with :class:`ThrottledError`
+        without looking at the password. Other addresses are not affected, so nobody can lock a
+        user out by failing on purpose. Failures are audited, aggregated per source and minute.
+        A success forgets the pair's failures.
         """
-        s = self.settings
         now = datetime.now(UTC)
         now_us = _us(now)
+        name = str(username)[:100]
+        source = source_ip or "?"
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(users).where(users.c.username == str(username))).first()
+            row = conn.execute(sa.select(users).where(users.c.username == name)).first()
+        known = row is not None
+        until = self._blocked_until(name, source, now_us, known)
+        if until > now_us:
+            retry = math.ceil((until - now_us) / 1e6)
+            self.audit.refused(
+                "login.throttled",
+                actor=name or "?",
+                element=f"user:{name}",
+                source_ip=source_ip,
+                reason=f"too many failed logins from this address: wait {retry} s",
+            )
+            raise ThrottledError(
+                f"too many failed logins for this user from this address: try again in {retry} s", retry
+            )
         if row is None:
             self._verify(self._dummy_hash, password)
-            self._fail(str(username)[:100], source_ip, "unknown user")
+            self._count_failure(name, source, now_us, known=False)
+            self._fail(name, source_ip, "unknown user")
         assert row is not None
-        if row.locked_until_us is not None and row.locked_until_us > now_us:
+        try:
+            user = self._checked(row)
+        except IntegrityError:
             self._verify(self._dummy_hash, password)
-            self._fail(row.username, source_ip, "account locked")
-        if row.disabled:
+            self._fail(row.username, source_ip, "user row changed outside OpenDSO")
+        if user.disabled:
             self._verify(self._dummy_hash, password)
             self._fail(row.username, source_ip, "account disabled")
         if not self._verify(row.password_hash, password):
-            window_start = now_us - s.failure_window // _ONE_US
-            first = row.first_failed_us
-            if first is None or first < window_start or row.failed_logins == 0:
-                count, first = 1, now_us
-            else:
-                count = int(row.failed_logins) + 1
-            locked = count >= s.max_failures
-            values: dict[str, Any] = {"failed_logins": 0 if locked else count, "first_failed_us": first}
-            if locked:
-                values["locked_until_us"] = now_us + s.lockout // _ONE_US
-            with self.engine.begin() as conn:
-                conn.execute(sa.update(users).where(users.c.id == row.id).values(**values))
-            if locked:
-                log.warning("event=account_locked user=%s failures=%d source_ip=%s", row.username, count, source_ip)
-                self.audit.append(
-                    "user.locked",
-                    actor="opendso",
-                    element=f"user:{row.username}",
-                    source_ip=source_ip,
-                    reason=f"{count} failed logins within {s.failure_window}",
-                    details={"until": (now + s.lockout).isoformat()},
-                )
+            failures, blocked = self._count_failure(row.username, source, now_us, known=True)
+            if blocked > now_us and failures == self.settings.max_failures:
+                log.warning("event=login_throttled user=%s source_ip=%s failures=%d", row.username, source_ip, failures)
             self._fail(row.username, source_ip, "wrong password")
         if self._hasher.check_needs_rehash(row.password_hash):
-            with self.engine.begin() as conn:
-                conn.execute(
-                    sa.update(users).where(users.c.id == row.id).values(password_hash=self._hasher.hash(password))
-                )
-        if row.failed_logins or row.locked_until_us is not None:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    sa.update(users)
-                    .where(users.c.id == row.id)
-                    .values(failed_logins=0, first_failed_us=None, locked_until_us=None)
-                )
-        return _user(row)
+            self._update(user, password_hash=self._hasher.hash(password))
+        self._forget_failures(row.username, source)
+        return user
 
     def _verify(self, stored: str, password: str) -> bool:
         try:
@@ -399,15 +705,10 @@ class Security:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    def _fail(self, username: str, source_ip: str | None, reason: str) -> None:
+    def _fail(self, username: str, source_ip: str | None, reason: str) -> NoReturn:
         log.warning("event=login_failed user=%s source_ip=%s reason=%s", username, source_ip, reason)
-        self.audit.append(
-            "login.failed",
-            actor=username or "?",
-            element=f"user:{username}",
-            source_ip=source_ip,
-            result="refused",
-            reason=reason,
+        self.audit.refused(
+            "login.failed", actor=username or "?", element=f"user:{username}", source_ip=source_ip, reason=reason
         )
         raise AuthError(LOGIN_FAILED)
 
@@ -418,19 +719,19 @@ class Security:
         now = datetime.now(UTC)
         expires = now + (self.settings.session_ttl if kind == "cookie" else self.settings.token_ttl)
         digest = _hash_token(token)
+        row = {
+            "token_hash": digest,
+            "user_id": user.id,
+            "kind": kind,
+            "csrf_token": csrf,
+            "source_ip": source_ip,
+            "created_us": _us(now),
+            "expires_us": _us(expires),
+        }
+        row["mac"] = self.sealer.key.row_mac("sessions", session_row(_Obj(row)))
         with self.engine.begin() as conn:
             conn.execute(sa.delete(sessions).where(sessions.c.expires_us <= _us(now)))
-            conn.execute(
-                sa.insert(sessions).values(
-                    token_hash=digest,
-                    user_id=user.id,
-                    kind=kind,
-                    csrf_token=csrf,
-                    source_ip=source_ip,
-                    created_us=_us(now),
-                    expires_us=_us(expires),
-                )
-            )
+            conn.execute(sa.insert(sessions).values(**row))
         self.audit.append(
             "login" if kind == "cookie" else "token.issued",
             actor=user.username,
@@ -441,33 +742,52 @@ class Security:
         return token, Session(user, kind, csrf, expires, digest)
 
     def session(self, token: str) -> Session:
-        """Return the open session of a token; raise :class:`AuthError` when there is none or it expired."""
+        """Return the open session of a token; raise :class:`AuthError` when there is none or it expired.
+
+        A session row or user row that does not match its seal is refused and reported as an
+        integrity violation.
+        """
         if not token:
             raise AuthError("not logged in")
         digest = _hash_token(token)
+        with self.engine.connect() as conn:
+            srow = conn.execute(sa.select(sessions).where(sessions.c.token_hash == digest)).first()
+            urow = (
+                conn.execute(sa.select(users).where(users.c.id == srow.user_id)).first() if srow is not None else None
+            )
+        now_us = _us(datetime.now(UTC))
+        if srow is None or urow is None or srow.expires_us <= now_us:
+            raise AuthError("not logged in, or the session expired: log in again", presented=True)
+        if not self.sealer.key.check_row("sessions", {**session_row(srow), "mac": srow.mac}):
+            self._violation(f"user:{urow.username}", "a session row does not match its seal (forged?)")
+            raise AuthError("not logged in, or the session expired: log in again", presented=True)
+        try:
+            user = self._checked(urow)
+        except IntegrityError:
+            raise AuthError("not logged in, or the session expired: log in again", presented=True) from None
+        if user.disabled:
+            raise AuthError("not logged in, or the session expired: log in again", presented=True)
+        return Session(user, srow.kind, srow.csrf_token, _EPOCH + int(srow.expires_us) * _ONE_US, digest)
+
+    def live_sessions(self, token_hashes: Iterable[str]) -> set[str]:
+        """Which of these sessions are still open (not ended, expired or of a disabled user), in one query."""
+        wanted = list(set(token_hashes))
+        if not wanted:
+            return set()
+        now_us = _us(datetime.now(UTC))
         query = (
-            sa.select(sessions, users.c.username, users.c.roles, users.c.disabled, users.c.must_change_password)
+            sa.select(sessions.c.token_hash)
             .select_from(sessions.join(users, users.c.id == sessions.c.user_id))
-            .where(sessions.c.token_hash == digest)
+            .where(sessions.c.token_hash.in_(wanted), sessions.c.expires_us > now_us, users.c.disabled.is_(False))
         )
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        now_us = _us(datetime.now(UTC))
-        if row is None or row.expires_us <= now_us or row.disabled:
-            raise AuthError("not logged in, or the session expired: log in again")
-        user = User(
-            int(row.user_id),
-            row.username,
-            tuple(Role(r) for r in row.roles),
-            bool(row.disabled),
-            bool(row.must_change_password),
-        )
-        return Session(user, row.kind, row.csrf_token, _EPOCH + int(row.expires_us) * _ONE_US, digest)
+            return set(conn.execute(query).scalars())
 
     def close_session(self, session: Session, *, source_ip: str | None = None) -> None:
         """End a session (logout) and audit it."""
         with self.engine.begin() as conn:
             conn.execute(sa.delete(sessions).where(sessions.c.token_hash == session.token_hash))
+        self._sessions_ended()
         self.audit.append(
             "logout", actor=session.user.username, element=f"user:{session.user.username}", source_ip=source_ip
         )
@@ -479,6 +799,13 @@ class Security:
             return
         if not header or not hmac.compare_digest(header.encode(), session.csrf_token.encode()):
             raise ForbiddenError(f"missing or wrong {CSRF_HEADER} header: send the csrf_token given at login")
+
+
+class _Obj:
+    """A mapping seen through attributes (to seal a row before it is written)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.__dict__.update(values)
 
 
 def _user(row: Any) -> User:
@@ -505,10 +832,66 @@ def ensure_admin(historian: Historian, password: str | None = None) -> str | Non
     return secret
 
 
+def cli_actor() -> str:
+    """The actor of a command-line change: ``cli:`` and the operating-system account running it.
+
+    Taken from the process's user id, not from ``$USER`` (which anyone can set).
+    """
+    import pwd
+
+    try:
+        account = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        account = f"uid{os.geteuid()}"
+    return f"cli:{account}"
+
+
+def add_database_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and ``--database-url``, as every command that opens OpenDSO's database takes them."""
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="data folder: its opendso.db, and the integrity key of any database "
+        "(default: OPENDSO_DATA_DIR or ~/.local/share/opendso)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="database (default: OPENDSO_DATABASE_URL, else opendso.db in the data folder)",
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseChoice:
+    """The database a command works on and where its integrity key is (None: the default place)."""
+
+    url: str
+    key_path: Path | None
+
+
+def database_of(args: argparse.Namespace) -> DatabaseChoice:
+    """``--database-url`` (else ``opendso.db`` in ``--data-dir``, else the default); the key in ``--data-dir``.
+
+    With both options the database is the URL's and the integrity key the data folder's, as
+    ``opendso run --data-dir X --database-url URL`` keeps them.
+    """
+    from opendso.store.engine import default_database_url
+    from opendso.store.integrity import KEY_FILE
+
+    url = getattr(args, "database_url", None)
+    folder = getattr(args, "data_dir", None)
+    base = Path(folder).expanduser().resolve() if folder else None
+    if url:
+        return DatabaseChoice(str(url), base / KEY_FILE if base is not None else None)
+    if base is not None:
+        return DatabaseChoice(f"sqlite:///{base / 'opendso.db'}", None)
+    return DatabaseChoice(default_database_url(), None)
+
+
 def add_users_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``users`` (add, set-password, set-roles, disable, enable, list) to an argparse subparsers object."""
     parser: argparse.ArgumentParser = subparsers.add_parser("users", help="manage the users of the control room")
-    parser.add_argument("--database-url", default=None, help="database (default: the embedded SQLite file)")
+    add_database_arguments(parser)
     sub = parser.add_subparsers(dest="users_action", required=True)
     add = sub.add_parser("add", help="create a user (the password is asked for, or read from OPENDSO_PASSWORD)")
     add.add_argument("username")
@@ -523,9 +906,9 @@ def add_users_parser(subparsers: Any) -> argparse.ArgumentParser:
     roles.add_argument("--roles", required=True, help="comma-separated roles")
     dis = sub.add_parser("disable", help="disable a user and close their sessions")
     dis.add_argument("username")
-    ena = sub.add_parser("enable", help="enable a disabled user")
+    ena = sub.add_parser("enable", help="enable a disabled user and lift the throttles on its logins")
     ena.add_argument("username")
-    sub.add_parser("list", help="list the users and their roles")
+    sub.add_parser("list", help="list the users, their roles and the throttles on their logins")
     return parser
 
 
@@ -542,12 +925,21 @@ def _read_password() -> str:
 
 
 def users_command(args: argparse.Namespace) -> int:
-    """Run ``opendso users ACTION``; bad input raises :class:`InputError` (exit status 2)."""
-    historian = Historian.open(getattr(args, "database_url", None))
-    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    """Run ``opendso users ACTION``; bad input raises :class:`InputError` (exit status 2).
+
+    The database used is named on stderr. Only ``add`` may start from a database that does
+    not exist yet (for installing the first users before the first start).
+    """
+    choice = database_of(args)
+    action = args.users_action
+    historian = Historian.open(choice.url, must_exist=action != "add", key_path=choice.key_path)
+    sys.stderr.write(f"database: {historian.url}\n")
+    actor = cli_actor()
+    from opendso.service.syslog import start_forwarding
+
+    forwarder = start_forwarding(historian.engine)
     try:
         security = Security(historian.engine)
-        action = args.users_action
         if action == "add":
             user = security.add_user(
                 args.username, _read_password(), args.roles.split(","), actor=actor, must_change_password=args.temporary
@@ -559,18 +951,34 @@ def users_command(args: argparse.Namespace) -> int:
         elif action == "set-roles":
             user = security.set_roles(args.username, args.roles.split(","), actor=actor)
             sys.stdout.write(f"roles of {user.username}: {', '.join(user.roles)}\n")
-        elif action in ("disable", "enable"):
-            security.set_disabled(args.username, action == "disable", actor=actor)
-            sys.stdout.write(f"{args.username} {action}d\n")
+        elif action == "disable":
+            security.set_disabled(args.username, True, actor=actor)
+            sys.stdout.write(f"{args.username} disabled\n")
+        elif action == "enable":
+            lifted = security.set_disabled(args.username, False, actor=actor)
+            extra = f"; login throttle lifted for {', '.join(t.source_ip for t in lifted)}" if lifted else ""
+            sys.stdout.write(f"{args.username} enabled{extra}\n")
         elif action == "list":
-            for u in security.list_users():
-                state = (" (disabled)" if u.disabled else "") + (
-                    " (temporary password)" if u.must_change_password else ""
+            for info in security.list_users():
+                u = info.user
+                state = (
+                    (" (disabled)" if u.disabled else "")
+                    + (" (temporary password)" if u.must_change_password else "")
+                    + ("" if info.intact else " (TAMPERED: changed outside OpenDSO; reset the password)")
                 )
                 sys.stdout.write(f"{u.username}\t{','.join(u.roles)}{state}\n")
+                for t in info.throttles:
+                    until = (
+                        f"blocked until {t.blocked_until:%Y-%m-%d %H:%M:%S} UTC"
+                        if t.blocked_until is not None
+                        else "not blocked"
+                    )
+                    sys.stdout.write(f"\tlogin throttle: {t.failures} failed from {t.source_ip}, {until}\n")
         else:  # pragma: no cover - argparse restricts the choices
             raise InputError(f"unknown users action {action!r}")
     finally:
+        if forwarder is not None:
+            forwarder.stop()
         historian.close()
     return 0
 
@@ -578,18 +986,27 @@ def users_command(args: argparse.Namespace) -> int:
 __all__ = [
     "ADMIN_ROLES",
     "CSRF_HEADER",
+    "MIN_PASSWORD_LENGTH",
     "ROLE_PERMISSIONS",
     "SESSION_COOKIE",
     "AuthError",
+    "DatabaseChoice",
     "ForbiddenError",
+    "LoginThrottle",
     "Permission",
     "Role",
     "Security",
     "SecuritySettings",
     "Session",
+    "ThrottledError",
     "UnknownUserError",
     "User",
+    "UserInfo",
+    "add_database_arguments",
     "add_users_parser",
+    "check_password",
+    "cli_actor",
+    "database_of",
     "ensure_admin",
     "users_command",
 ]

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 
 import uvicorn
@@ -51,11 +53,32 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, *, tls: bool = False) -> str:
     """The base URL of a service listening on ``sock``, e.g. ``http://127.0.0.1:8000``."""
     host, port = sock.getsockname()[:2]
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is only reachable from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_http_warning(host: str, tls: bool) -> str | None:
+    """The warning for serving without TLS on an address other machines reach (None when fine)."""
+    if tls or is_loopback(host):
+        return None
+    return (
+        f"WARNING: the control room is served over plain HTTP on {host}: passwords, session cookies and "
+        "commands cross the network unencrypted. Use --tls-cert/--tls-key, or serve on 127.0.0.1 behind a "
+        "TLS-terminating proxy (--trusted-proxy)."
+    )
 
 
 class _Server(uvicorn.Server):
@@ -73,8 +96,22 @@ class WebServer:
     closes the WebSocket streams and waits (at most ``graceful_s``) for requests in flight.
     """
 
-    def __init__(self, app: FastAPI, sock: socket.socket, *, graceful_s: int = 5) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        sock: socket.socket,
+        *,
+        graceful_s: int = 5,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> None:
         self.sock = sock
+        if (tls_cert is None) != (tls_key is None):
+            raise InputError("web service: give both --tls-cert and --tls-key, or neither")
+        for name, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+            if path is not None and not path.is_file():
+                raise InputError(f"web service: {name} {path} is not a readable file")
+        self.tls = tls_cert is not None
         config = uvicorn.Config(
             app,
             log_level="warning",
@@ -82,14 +119,22 @@ class WebServer:
             ws="websockets-sansio",
             timeout_graceful_shutdown=graceful_s,
             access_log=False,
+            # X-Forwarded-* are believed only from the proxies the service settings name (its own middleware)
+            proxy_headers=False,
+            ssl_certfile=str(tls_cert) if tls_cert is not None else None,
+            ssl_keyfile=str(tls_key) if tls_key is not None else None,
         )
+        try:
+            config.load()  # reads the certificate and key now: a bad pair is one clear error before serving
+        except (OSError, ValueError) as exc:
+            raise InputError(f"web service: cannot use the TLS certificate and key: {exc}") from None
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
-        """The base URL, e.g. ``http://127.0.0.1:8000``."""
-        return url_of(self.sock)
+        """The base URL, e.g. ``http://127.0.0.1:8000`` (``https://`` with TLS)."""
+        return url_of(self.sock, tls=self.tls)
 
     async def __aenter__(self) -> WebServer:
         self._task = asyncio.create_task(self._server.serve(sockets=[self.sock]), name="web-service")
@@ -108,7 +153,12 @@ class WebServer:
         if self._task is not None:
             await self._task
         self.sock.close()
+        app = self._server.config.app
+        if isinstance(app, FastAPI) and hasattr(app.state, "gate"):
+            from opendso.service.app import close_app
+
+            await asyncio.to_thread(close_app, app)
         log.info("event=web_service_stopped")
 
 
-__all__ = ["WebServer", "bind_socket", "url_of"]
+__all__ = ["WebServer", "bind_socket", "is_loopback", "plain_http_warning", "url_of"]

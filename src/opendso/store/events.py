@@ -1,19 +1,24 @@
 """The event log: an append-only record of who did what, when, to which element, and why.
 
-Alarm transitions, commands, acknowledgements and tags are appended here. Each event gets a
-sequence number that only grows; readers follow the log by sequence range. There is no update
-or delete API, and the database refuses both (triggers created by the migration).
+Alarm transitions, commands, acknowledgements, shift notes and tags are appended here. Each
+event gets the next sequence number (exactly one more than the newest); readers follow the log
+by sequence range. There is no update or delete API, and the database refuses both (triggers
+created by the migration).
 
-On PostgreSQL sequence numbers come from an identity sequence: with several concurrent writers
-an event with a smaller number can commit after one with a larger number. OpenDSO appends from
-one process, so readers that poll by "seq greater than the last seen" see every event.
+The log is a keyed hash chain like the audit trail (:mod:`opendso.store.integrity`): each
+event's ``hash`` is the HMAC of its content and the previous event's hash, and the newest head
+is anchored outside the database after each append. :func:`verify_events` finds an edited,
+deleted, inserted or truncated event. Appends are serialised in the process and take the next
+number from the newest event; a writer in another process that took the same number makes the
+insert fail, and it retries.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,12 +26,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from opendso.store.errors import StoreInputError
+from opendso.store.integrity import GENESIS_HASH, ChainReport, event_body, sealer_of, verify_rows
 from opendso.store.schema import events
 
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
+_LOCK = threading.Lock()
+CHAIN = "events"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,72 @@ class EventLog:
         ``payload`` must be a JSON object (no NaN or infinity). Bad input raises
         :class:`StoreInputError` and appends nothing.
         """
+        return self.append_many([(kind, actor, element, payload, ts)])[0]
+
+    def append_many(
+        self, items: Sequence[tuple[str, str, str | None, Mapping[str, Any] | None, datetime | None]]
+    ) -> list[Event]:
+        """Append events ``(kind, actor, element, payload, ts)`` in one transaction; all or nothing."""
+        prepared = [self._check(*item) for item in items]
+        if not prepared:
+            return []
+        sealer = sealer_of(self.engine)
+        for attempt in range(5):
+            try:
+                with _LOCK, self.engine.begin() as conn:
+                    head = conn.execute(
+                        sa.select(events.c.seq, events.c.hash).order_by(events.c.seq.desc()).limit(1)
+                    ).first()
+                    seq = int(head.seq) if head is not None else 0
+                    prev = str(head.hash) if head is not None and head.hash is not None else GENESIS_HASH
+                    rows = []
+                    out = []
+                    for kind, actor, element, body, ts_us in prepared:
+                        seq += 1
+                        event = Event(seq, _EPOCH + ts_us * _ONE_US, actor, kind, element, body)
+                        hashed = {
+                            "seq": seq,
+                            "ts_us": ts_us,
+                            "actor": actor,
+                            "kind": kind,
+                            "element": element,
+                            "payload": body,
+                        }
+                        digest = sealer.chain_hash(CHAIN, prev, hashed)
+                        rows.append(
+                            {
+                                "seq": seq,
+                                "ts_us": ts_us,
+                                "actor": actor,
+                                "kind": kind,
+                                "element": element,
+                                "payload": body,
+                                "prev_hash": prev,
+                                "hash": digest,
+                            }
+                        )
+                        out.append(event)
+                        prev = digest
+                    conn.execute(sa.insert(events), rows)
+                break
+            except sa.exc.IntegrityError:
+                if attempt == 4:
+                    raise
+        sealer.anchor.advance(CHAIN, seq, prev)
+        for event in out:
+            log.info(
+                "event=event_appended seq=%d kind=%s actor=%s element=%s",
+                event.seq,
+                event.kind,
+                event.actor,
+                event.element,
+            )
+        return out
+
+    @staticmethod
+    def _check(
+        kind: str, actor: str, element: str | None, payload: Mapping[str, Any] | None, ts: datetime | None
+    ) -> tuple[str, str, str | None, dict[str, Any], int]:
         for name, text in (("kind", kind), ("actor", actor)):
             if not isinstance(text, str) or not text.strip():
                 raise StoreInputError(f"event {name} must be a non-empty string, got {text!r}")
@@ -74,16 +148,7 @@ class EventLog:
         when = datetime.now(UTC) if ts is None else ts
         if when.tzinfo is None or when.utcoffset() is None:
             raise StoreInputError(f"event {kind!r}: naive datetime {when.isoformat()}; give a timezone-aware time")
-        ts_us = (when - _EPOCH) // _ONE_US
-        stmt = (
-            sa.insert(events)
-            .values(ts_us=ts_us, actor=actor, kind=kind, element=element, payload=body)
-            .returning(events.c.seq)
-        )
-        with self.engine.begin() as conn:
-            seq = int(conn.execute(stmt).scalar_one())
-        log.info("event=event_appended seq=%d kind=%s actor=%s element=%s", seq, kind, actor, element)
-        return Event(seq, _EPOCH + ts_us * _ONE_US, actor, kind, element, body)
+        return kind, actor, element, body, (when - _EPOCH) // _ONE_US
 
     def read(self, first_seq: int = 1, last_seq: int | None = None, *, limit: int | None = None) -> list[Event]:
         """Return the events with ``first_seq <= seq <= last_seq`` (to the end by default), in sequence order."""
@@ -99,7 +164,35 @@ class EventLog:
             for r in rows
         ]
 
+    def read_head(self) -> tuple[int, str] | None:
+        """The newest event's sequence number and hash (None when the log is empty)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(events.c.seq, events.c.hash).order_by(events.c.seq.desc()).limit(1)).first()
+        if row is None:
+            return None
+        return int(row.seq), str(row.hash) if row.hash is not None else GENESIS_HASH
+
     def last_seq(self) -> int:
         """Return the newest sequence number, 0 when the log is empty."""
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0))).scalar_one())
+
+
+def _rows(engine: sa.Engine, chunk: int = 5000) -> Iterator[Any]:
+    after = -(2**62)
+    while True:
+        query = sa.select(events).where(events.c.seq > after).order_by(events.c.seq).limit(chunk)
+        with engine.connect() as conn:
+            batch = conn.execute(query).all()
+        yield from batch
+        if len(batch) < chunk:
+            return
+        after = int(batch[-1].seq)
+
+
+def verify_events(engine: sa.Engine) -> ChainReport:
+    """Check the event log's chain and its anchor."""
+    return verify_rows(CHAIN, sealer_of(engine), _rows(engine), event_body)
+
+
+__all__ = ["Event", "EventLog", "verify_events"]

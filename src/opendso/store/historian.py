@@ -16,9 +16,11 @@ One :class:`Historian` is meant for one writer; its methods are serialised by a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,6 +42,7 @@ from opendso.store.buffer import NO_SEQ, ROW_DTYPE, DiskBuffer
 from opendso.store.engine import UNAVAILABLE_ERRORS, create_engine, data_dir, default_database_url, safe_url
 from opendso.store.errors import StoreInputError, StoreUnavailableError, UnknownPointError
 from opendso.store.events import EventLog
+from opendso.store.integrity import open_sealer, private_folder, register
 from opendso.store.quality import ALL_QUALITY_BITS, Quality
 from opendso.store.schema import measurements, points
 
@@ -87,8 +90,11 @@ class Historian:
     Build one with :meth:`open`. ``events`` is the event log in the same database.
     """
 
-    def __init__(self, engine: sa.Engine, *, buffer_path: str | Path, retry_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, engine: sa.Engine, *, buffer_path: str | Path, retry_interval_s: float = 1.0, url: str | None = None
+    ) -> None:
         self.engine = engine
+        self.url = safe_url(url) if url is not None else safe_url(engine.url)
         self.buffer = DiskBuffer(buffer_path)
         self.retry_interval_s = retry_interval_s
         self.events = EventLog(engine)
@@ -109,23 +115,47 @@ class Historian:
         retry_interval_s: float = 1.0,
         sqlite_busy_timeout_s: float = 5.0,
         connect_timeout_s: float = 5.0,
+        key_path: str | Path | None = None,
+        must_exist: bool = False,
     ) -> Historian:
         """Open the database at ``url`` (default: :func:`default_database_url`), creating or upgrading its schema.
 
         ``buffer_path`` is the store-and-forward file (default: beside a SQLite database, or in
-        the data folder, one per database URL). Raises :class:`StoreUnavailableError` when the
-        database cannot be reached now.
+        the data folder, one per database URL). ``key_path`` is the integrity key file (default:
+        :func:`~opendso.store.integrity.default_key_path`); a new database gets a new key (see
+        :mod:`opendso.store.integrity`). ``must_exist``: a SQLite file that does not exist is an
+        :class:`StoreInputError` instead of a new, empty database (for commands that inspect one),
+        and no key is made. Raises :class:`StoreUnavailableError` when the database cannot be
+        reached now, and :class:`~opendso.store.integrity.IntegrityKeyMissingError` when its key
+        is missing.
         """
         url = url or default_database_url()
+        sqlite_file = sqlite_path(url)
+        if must_exist and sqlite_file is not None and not sqlite_file.exists():
+            raise StoreInputError(f"no database at {sqlite_file} (give --data-dir or --database-url)")
+        if sqlite_file is not None and not sqlite_file.exists():
+            # a new database is private from its first byte: folder 700 (when we make it), file 600;
+            # SQLite gives its -wal and -shm files the database file's mode
+            if not sqlite_file.parent.exists():
+                private_folder(sqlite_file.parent)
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(sqlite_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         engine = create_engine(url, sqlite_busy_timeout_s=sqlite_busy_timeout_s, connect_timeout_s=connect_timeout_s)
         try:
             migrate.upgrade(engine)
+            sealer = open_sealer(engine, url, Path(key_path) if key_path is not None else None, create=not must_exist)
         except UNAVAILABLE_ERRORS as exc:
             engine.dispose()
             reason = getattr(exc, "orig", None) or exc
             raise StoreUnavailableError(f"database {safe_url(url)} cannot be reached: {reason}") from exc
+        except BaseException:
+            engine.dispose()
+            raise
+        register(engine, sealer)
+        if sqlite_file is not None:
+            restrict_files(sqlite_file)
         path = Path(buffer_path) if buffer_path is not None else default_buffer_path(url)
-        historian = cls(engine, buffer_path=path, retry_interval_s=retry_interval_s)
+        historian = cls(engine, buffer_path=path, retry_interval_s=retry_interval_s, url=url)
         log.info(
             "event=historian_opened url=%s buffer=%s pending=%d",
             safe_url(url),
@@ -497,6 +527,23 @@ def _pg_binary_copy(rows: np.ndarray) -> bytes:
         out[f"{name}_len"] = size
         out[name] = rows[name]
     return _PG_BINARY_HEADER + out.tobytes() + _PG_BINARY_TRAILER
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite database URL (None for other databases and in-memory ones)."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().resolve()
+
+
+def restrict_files(database: Path) -> None:
+    """Make a SQLite database and its WAL and shared-memory files readable by their owner only (600)."""
+    for path in (database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
 
 
 def default_buffer_path(url: str) -> Path:

@@ -47,6 +47,41 @@ events = sa.Table(
     sa.Column("kind", sa.String(100), nullable=False),
     sa.Column("element", sa.String(200), nullable=True),
     sa.Column("payload", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    # the keyed hash chain (migration 0005; NULL for events written before the integrity key existed)
+    sa.Column("prev_hash", sa.String(64), nullable=True),
+    sa.Column("hash", sa.String(64), nullable=True),
     sqlite_autoincrement=True,
 )
+
+#: The alarm state that outlives a restart (migration 0004): one row per alarm channel that is not
+#: normal-and-acknowledged or is shelved or out of service; ``key`` is ``<monitor>:<channel>``.
+alarm_state = sa.Table(
+    "alarm_state",
+    metadata,
+    sa.Column("key", sa.String(400), primary_key=True),
+    sa.Column("severity", sa.SmallInteger, nullable=False),
+    sa.Column("value", sa.Float(precision=53), nullable=True),
+    sa.Column("since_us", sa.BigInteger, nullable=True),
+    sa.Column("acknowledged", sa.Boolean, nullable=False),
+    sa.Column("shelved_until_us", sa.BigInteger, nullable=True),
+    sa.Column("shelved_at_us", sa.BigInteger, nullable=True),
+    sa.Column("shelved_by", sa.String(200), nullable=True),
+    sa.Column("shelve_reason", sa.Text, nullable=True),
+    sa.Column("out_of_service", sa.Boolean, nullable=False),
+    sa.Column("out_of_service_us", sa.BigInteger, nullable=True),
+    sa.Column("out_of_service_by", sa.String(200), nullable=True),
+    sa.Column("out_of_service_reason", sa.Text, nullable=True),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+)
+
+#: Areas (alarm groups, e.g. feeders) whose alarms are suppressed by design, e.g. under a permit (0004).
+alarm_suppression = sa.Table(
+    "alarm_suppression",
+    metadata,
+    sa.Column("area", sa.String(400), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("since_us", sa.BigInteger, nullable=False),
+)
+
 from opendso.store import security_schema as _security_schema  # noqa: E402,F401  (users, sessions, audit)

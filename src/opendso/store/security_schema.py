@@ -1,7 +1,7 @@
-"""Tables of the control-room service: users, sessions and the audit trail (SQLAlchemy 2 Core).
+"""Tables of the control-room service: users, sessions, login throttles and the audit trail (SQLAlchemy 2 Core).
 
 They are registered on the same :data:`opendso.store.schema.metadata` as the historian's tables;
-migrations ``0002`` and ``0003`` create exactly these. Times are integer microseconds since the epoch (UTC),
+migrations ``0002``, ``0003`` and ``0005`` create exactly these. Times are integer microseconds since the epoch (UTC),
 as everywhere in the store.
 """
 
@@ -21,13 +21,12 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("roles", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
     sa.Column("disabled", sa.Boolean, nullable=False),
-    sa.Column("failed_logins", sa.Integer, nullable=False),
-    sa.Column("first_failed_us", sa.BigInteger, nullable=True),
-    sa.Column("locked_until_us", sa.BigInteger, nullable=True),
     sa.Column("created_us", sa.BigInteger, nullable=False),
     sa.Column("updated_us", sa.BigInteger, nullable=False),
     # set for the first administrator and for users an administrator creates (migration 0003)
     sa.Column("must_change_password", sa.Boolean, nullable=False, server_default=sa.false()),
+    # HMAC seal of the row's other columns (migration 0005, see opendso.store.integrity)
+    sa.Column("mac", sa.String(64), nullable=True),
 )
 
 #: Login sessions (cookie) and bearer tokens; only a SHA-256 of the token is stored.
@@ -41,6 +40,19 @@ sessions = sa.Table(
     sa.Column("source_ip", sa.String(64), nullable=True),
     sa.Column("created_us", sa.BigInteger, nullable=False),
     sa.Column("expires_us", sa.BigInteger, nullable=False),
+    sa.Column("mac", sa.String(64), nullable=True),  # HMAC seal of the row (migration 0005)
+)
+
+#: Failed logins per (user name, source address): each pair waits a growing delay (migration 0005).
+login_throttle = sa.Table(
+    "login_throttle",
+    metadata,
+    sa.Column("username", sa.String(100), primary_key=True),
+    sa.Column("source_ip", sa.String(64), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("first_failed_us", sa.BigInteger, nullable=False),
+    sa.Column("last_failed_us", sa.BigInteger, nullable=False),
+    sa.Column("blocked_until_us", sa.BigInteger, nullable=False),
 )
 
 #: The append-only audit trail: each record's ``hash`` chains it to the one before.

@@ -38,6 +38,9 @@ One TOML file holds the sources (connections) and the points::
     word_order = "big"                 # modbus: big (high word first) | little
     byte_order = "big"                 # modbus: big (high byte first in a register) | little
     poll_group = "fast"                # modbus: one of the source's poll groups
+    # coil = 12                        # modbus, switch points only: the coil (FC 1 read, FC 5/15 write:
+    #                                  # ON closes, OFF opens); a device answers coil requests only for
+    #                                  # declared coils (see ModbusPointServer), none are by default
     # mqtt:   topic = "meters/1"  key = "p"      (full topic = topic_prefix + topic)
     # iec104: ioa = 1001  type = "M_ME_NC_1"  (common_address defaults to the source's)
 
@@ -186,6 +189,7 @@ class Point:
     word_order: str = "big"
     byte_order: str = "big"
     poll_group: str = "default"
+    coil: int | None = None  # a switch point's coil address (a command output: ON closes, OFF opens)
     # mqtt
     topic: str | None = None
     key: str | None = None
@@ -426,7 +430,7 @@ def _parse_point(raw: Mapping[str, Any], label: str, sources: Mapping[str, Sourc
     if max_value is not None:
         extra["max_value"] = float(max_value)
     protocol = source.protocol if source is not None else None
-    modbus_keys = ("register", "table", "data_type", "word_order", "byte_order", "poll_group")
+    modbus_keys = ("register", "table", "data_type", "word_order", "byte_order", "poll_group", "coil")
     mqtt_keys = ("topic", "key")
     iec_keys = ("common_address", "ioa", "type")
     for proto, keys in (("modbus", modbus_keys), ("mqtt", mqtt_keys), ("iec104", iec_keys)):
@@ -452,6 +456,14 @@ def _parse_point(raw: Mapping[str, Any], label: str, sources: Mapping[str, Sourc
         if source is not None and group is not None and group not in source.poll_groups:
             check.add(label, "poll_group", f"unknown poll group {group!r} of source {source_name!r}")
         extra.update(register=register, poll_group=group)
+        coil = check.get(raw, "coil", int, label)
+        if coil is not None:
+            if not 0 <= coil <= 65535:
+                check.add(label, "coil", f"must be 0..65535, got {coil}")
+            elif quantity != "switch":
+                check.add(label, "coil", f"a coil is a switch's command output; quantity {quantity!r} takes none")
+            else:
+                extra["coil"] = coil
     elif protocol == "mqtt":
         extra["topic"] = check.get(raw, "topic", str, label, required=True)
         extra["key"] = check.get(raw, "key", str, label, required=True)
@@ -493,6 +505,11 @@ def _check_addresses(points: list[Point], sources: Mapping[str, Source], check: 
             keys = [(p.source, p.table, r) for r in range(p.register, p.register + p.register_count)]
             if p.register + p.register_count - 1 > 65535:
                 check.add(p.name, "register", "spans beyond register 65535")
+            if p.coil is not None:
+                other = used.get((p.source, "coil", p.coil))
+                if other is not None:
+                    check.add(p.name, "coil", f"coil {p.coil} is also point {other!r}'s")
+                used[(p.source, "coil", p.coil)] = p.name
         elif protocol == "mqtt":
             keys = [(p.source, p.topic, p.key)]
         else:
@@ -649,6 +666,7 @@ def write_point_map(point_map: PointMap, path: str | Path) -> Path:
         ]
         if protocol == "modbus":
             fields += ["register", "table", "data_type", "word_order", "byte_order", "poll_group"]
+            fields += ["coil"] if p.coil is not None else []
         elif protocol == "mqtt":
             fields += ["topic", "key"]
         else:

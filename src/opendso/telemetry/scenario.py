@@ -67,6 +67,7 @@ __all__ = [
     "ScenarioError",
     "ScenarioEvent",
     "ScenarioFinding",
+    "describe_event",
     "event_points",
     "parse_scenario",
     "read_scenario",
@@ -351,6 +352,43 @@ def event_points(event: ScenarioEvent, point_map: PointMap) -> tuple[str, ...]:
     if event.source is not None:
         names += [p.name for p in point_map.points_of(event.source)]
     return tuple(dict.fromkeys(names))
+
+
+def describe_event(event: ScenarioEvent, *, undo: bool = False) -> str:
+    """Return one line saying what an event does, for a trainer's timetable and the event log.
+
+    ``undo`` describes the end of an event with ``duration_s`` (communication returns, a freeze ends).
+    """
+    kind = event.kind
+    if undo:
+        return {
+            "comms_loss": "communication returns",
+            "freeze": "values move again",
+            "noisy": "noise back to normal",
+        }.get(kind, f"end of {kind}") + _target(event)
+    text = {
+        "breaker_trip": f"breaker {event.switch} trips" + (f" (fault at {event.fault})" if event.fault else ""),
+        "switch_close": f"switch {event.switch} closes",
+        "fault_clear": "the fault is repaired",
+        "der_trip": f"generator {event.generator} trips",
+        "der_restore": f"generator {event.generator} back in service",
+        "load_scale": f"every load at {event.factor:g} times its profile" if event.factor is not None else "",
+        "pv_scale": f"solar generation at {event.factor:g} times its profile" if event.factor is not None else "",
+        "comms_loss": "communication lost",
+        "comms_restore": "communication restored",
+        "freeze": "values freeze",
+        "noisy": f"noise times {event.factor if event.factor is not None else 10:g}",
+    }.get(kind, kind)
+    if kind in _POINT_KINDS:
+        text += _target(event)
+    if event.duration_s is not None:
+        text += f" for {event.duration_s:g} s"
+    return text
+
+
+def _target(event: ScenarioEvent) -> str:
+    names = [n for n in (event.source, event.element) if n] + list(event.points)
+    return f": {', '.join(names)}" if names else ""
 
 
 def scenario_of(events: Sequence[ScenarioEvent], *, name: str = "scenario") -> Scenario:

@@ -62,14 +62,17 @@ from opendso.telemetry.mqtt import MqttPublisher
 from opendso.telemetry.points import Point, PointMap, Source, assert_valid_against_grid
 from opendso.telemetry.quality import Quality
 from opendso.telemetry.scenario import Scenario, ScenarioEvent, event_points, validate_scenario
+from opendso.telemetry.timebase import TimeBase, check_speed
 
 __all__ = [
     "CommandCallback",
     "CommandError",
+    "CommandValueError",
     "FieldServer",
     "FieldSimulator",
     "ModbusFieldServer",
     "MqttFieldServer",
+    "NotCommandableError",
     "ServerFactory",
     "SimulatorCounters",
     "default_server_factories",
@@ -78,8 +81,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Called by a server with (point name, engineering value) when the field side receives a command.
-CommandCallback = Callable[[str, float], Awaitable[None] | None]
+
+class CommandCallback(Protocol):
+    """What a server calls with (point name, engineering value) when the field side receives a command.
+
+    It raises :class:`CommandError` to refuse: :class:`NotCommandableError` for a point that takes
+    no commands, :class:`CommandValueError` for a value the point does not take. With
+    ``dry_run=True`` it only checks: it raises what the command would raise and changes nothing,
+    so a server can check every part of a request before it applies any.
+    """
+
+    def __call__(self, point: str, value: float, *, dry_run: bool = False) -> Awaitable[None] | None:
+        """Apply (or with ``dry_run`` only check) one command; raise :class:`CommandError` to refuse."""
+        ...
+
 
 #: Quantity of a fault-passage indicator point (1.0 picked up, 0.0 not).
 FPI = "fpi"
@@ -89,7 +104,15 @@ _BRANCH_TERMINALS = (0, 1)
 
 
 class CommandError(InputError):
-    """A command the twin cannot apply: unknown point, a point that is not commandable, a bad value."""
+    """A command the twin cannot apply (see the subclasses); nothing of it was applied."""
+
+
+class NotCommandableError(CommandError):
+    """The point is unknown, or takes no commands (a measurement, an indicator)."""
+
+
+class CommandValueError(CommandError):
+    """The point takes commands, but not this value (a switch takes 0 or 1)."""
 
 
 @runtime_checkable
@@ -135,14 +158,33 @@ class ModbusFieldServer:
     """A Modbus TCP device serving one point-map source (a :class:`ModbusPointServer` underneath).
 
     Options: ``host``, ``port`` (0 for an ephemeral port; :attr:`port` holds the one bound).
-    Register writes by a client are commands. Modbus has no quality: values are served as they are.
+    Writes by a client are commands (see :class:`ModbusPointServer` for the function codes and
+    exception codes): a switch point's holding register takes 0 (open) or 1 (close), its
+    declared coil (if any) OFF or ON; a generator's ``p`` register takes a set-point in W
+    (NaN releases it). A write the twin refuses is answered with an exception and changes
+    nothing: 02 (illegal data address) for a point that takes no commands, 04 (server device
+    failure) for a value it does not take. Modbus has no quality: values are served as they are.
     """
 
     def __init__(
         self, point_map: PointMap, source: Source, on_command: CommandCallback, options: Mapping[str, Any]
     ) -> None:
         self.name = f"modbus:{source.name}"
-        self.server = ModbusPointServer.for_source(point_map, source.name, on_write=on_command, **dict(options))
+
+        async def check(point: str, value: float) -> ExcCodes | None:
+            try:
+                result = on_command(point, value, dry_run=True)
+                if result is not None:
+                    await result
+            except NotCommandableError:
+                return ExcCodes.ILLEGAL_ADDRESS
+            except CommandError:
+                return ExcCodes.DEVICE_FAILURE
+            return None
+
+        self.server = ModbusPointServer.for_source(
+            point_map, source.name, on_write=on_command, check_write=check, **dict(options)
+        )
         self.points = frozenset(self.server.points)
         self._lost: frozenset[str] = frozenset()
         self.online = True
@@ -246,12 +288,15 @@ class MqttFieldServer:
 
 
 class Iec104FieldServer:
-    """An IEC 60870-5-104 RTU (c104, an optional extra) serving one source's points.
+    """An IEC 60870-5-104 RTU (:class:`~opendso.telemetry.iec104.Iec104Server`) serving one source's points.
 
     Values go out spontaneously on change; lost points are served with quality NT|IV; going
     offline stops the server (clients see the link drop) and coming back starts it on the same
     port. Single and double commands on switch points and set-points on generator ``p`` points
-    become simulator commands.
+    become simulator commands; a select is checked against the twin too (a select of a point
+    the twin would refuse is confirmed negatively). A command the twin refuses is confirmed
+    negatively (P/N = 1) and nothing is echoed. Options: those of ``Iec104Server``
+    (``select_timeout_s``, ``command_modes``, ``link``, ...).
     """
 
     def __init__(
@@ -261,14 +306,27 @@ class Iec104FieldServer:
 
         self.name = f"iec104:{source.name}"
 
-        def command(point: str, value: float) -> bool:
+        async def command(point: str, value: float) -> bool:
             try:
-                on_command(point, value)
-            except InputError:
+                result = on_command(point, value)
+                if result is not None:
+                    await result
+            except CommandError:
                 return False
             return True
 
-        self.server = Iec104Server.for_source(point_map, source.name, on_command=command, **dict(options))
+        async def check(point: str, value: float) -> bool:
+            try:
+                result = on_command(point, value, dry_run=True)
+                if result is not None:
+                    await result
+            except CommandError:
+                return False
+            return True
+
+        self.server = Iec104Server.for_source(
+            point_map, source.name, on_command=command, check_command=check, **dict(options)
+        )
         self.points = frozenset(self.server.points)
         self._lost: frozenset[str] = frozenset()
         self.online = True
@@ -307,7 +365,7 @@ class Iec104FieldServer:
 
 
 def default_server_factories() -> dict[str, ServerFactory]:
-    """Return the built-in server factories by protocol: ``modbus``, ``mqtt`` and ``iec104`` (needs c104)."""
+    """Return the built-in server factories by protocol: ``modbus``, ``mqtt`` and ``iec104``."""
     return {"modbus": ModbusFieldServer, "mqtt": MqttFieldServer, "iec104": Iec104FieldServer}
 
 
@@ -375,8 +433,7 @@ class FieldSimulator:
         publish_period_s: float = 1.0,
         accuracy: Accuracy = DEFAULT_ACCURACY,
     ) -> None:
-        if not speed > 0:
-            raise InputError(f"field simulator: speed must be > 0, got {speed!r}")
+        speed = check_speed(speed, where="field simulator: speed")
         if not publish_period_s > 0:
             raise InputError(f"field simulator: publish_period_s must be > 0, got {publish_period_s!r}")
         # fault-passage indicators sit on switches too, which the generic check reads as elements
@@ -400,6 +457,12 @@ class FieldSimulator:
             self.step_s = math.inf
             self.start_time = utc_now().replace(microsecond=0)
         self._elapsed_s = 0.0
+        # the running clock (see run): elapsed_s = anchor elapsed + (monotonic - anchor monotonic) * rate
+        self._paused = False
+        self._anchor_mono: float | None = None
+        self._anchor_elapsed = 0.0
+        self.time_base = TimeBase()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._input_ids = {c: a["id"] for c, a in grid.input.items() if a.size}
 
         # the twin's state: what commands and events change
@@ -470,8 +533,91 @@ class FieldSimulator:
 
     # -- clock ---------------------------------------------------------------------------------
     def simulated_clock(self) -> datetime:
-        """Return the simulated time (timezone-aware UTC), for a status bar."""
+        """Return the twin's simulated time (timezone-aware UTC): where the last advance left the clock."""
         return self.start_time + timedelta(seconds=self._elapsed_s)
+
+    def simulated_time_at(self, wall: datetime) -> datetime | None:
+        """Return the simulated time of a wall-clock instant (UTC); None before the clock first ran.
+
+        Screens use it (through :attr:`time_base`) to show every stored time on the simulated clock.
+        """
+        return self.time_base.simulated_at(wall)
+
+    @property
+    def paused(self) -> bool:
+        """True while a trainer holds the clock (the field still reports, at a standstill in time)."""
+        return self._paused
+
+    @property
+    def running(self) -> bool:
+        """True while :meth:`run` moves the clock with the wall clock."""
+        return self._anchor_mono is not None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the clock runs in (None when it does not run): call the clock's methods there."""
+        return self._loop if self.running else None
+
+    def pause(self) -> bool:
+        """Hold the simulated clock (events stop falling due); return False when it was already paused."""
+        if self._paused:
+            return False
+        self._catch_up()
+        self._paused = True
+        self._reanchor()
+        log.info("event=sim_clock_paused sim_time=%s", self.simulated_clock().isoformat())
+        return True
+
+    def resume(self) -> bool:
+        """Let the simulated clock run on at :attr:`speed`; return False when it was not paused."""
+        if not self._paused:
+            return False
+        self._paused = False
+        self._reanchor()
+        log.info("event=sim_clock_resumed sim_time=%s speed=%g", self.simulated_clock().isoformat(), self.speed)
+        return True
+
+    def set_speed(self, speed: float) -> None:
+        """Run the clock at ``speed`` simulated seconds per real second from now on (a paused clock stays paused).
+
+        Raises :class:`~opendso.errors.InputError` unless 0 < speed <= :data:`~opendso.telemetry.timebase.MAX_SPEED`.
+        """
+        value = check_speed(speed)
+        self._catch_up()
+        self.speed = value
+        self._reanchor()
+        log.info("event=sim_clock_speed sim_time=%s speed=%g", self.simulated_clock().isoformat(), value)
+
+    def timetable(self) -> list[tuple[float, ScenarioEvent, bool, bool]]:
+        """Every scripted action in order: (seconds after the start, event, is-undo, has run).
+
+        An undo is the end of an event with ``duration_s`` (communication returns, a freeze ends).
+        """
+        self._catch_up()
+        return [(a.at_s, a.event, a.undo, k < self._next_action) for k, a in enumerate(self._actions)]
+
+    def _rate(self) -> float:
+        return 0.0 if self._paused else self.speed
+
+    def _catch_up(self) -> None:
+        """Bring the twin's clock to where the running clock is now (events falling due run)."""
+        if self._anchor_mono is not None:
+            target = self._anchor_elapsed + (time.monotonic() - self._anchor_mono) * self._rate()
+            self._advance_to(max(self._elapsed_s, target))
+
+    def _start_clock(self) -> None:
+        """Let the clock run with the wall clock from the twin's present time (the first anchor of a run)."""
+        self._loop = asyncio.get_running_loop()
+        self._anchor_mono = time.monotonic()
+        self._reanchor()
+
+    def _reanchor(self) -> None:
+        """Restart the running clock from the twin's present time, and record it in the time base."""
+        if self._anchor_mono is None:
+            return
+        self._anchor_mono, self._anchor_elapsed = time.monotonic(), self._elapsed_s
+        self.time_base.add(utc_now(), self.simulated_clock(), self._rate())
+        self._wake.set()  # publish at once: screens see the new time base with the next cycle
 
     @property
     def elapsed_s(self) -> float:
@@ -491,8 +637,15 @@ class FieldSimulator:
         self.advance_to(self._elapsed_s + seconds)
 
     def advance_to(self, elapsed_s: float) -> None:
-        """Move the simulated clock to ``elapsed_s`` seconds after the start (never backwards)."""
-        if elapsed_s < self._elapsed_s:
+        """Move the simulated clock to ``elapsed_s`` seconds after the start (never backwards).
+
+        On a running clock this is a jump: the clock runs on from there (see :meth:`jump_to`).
+        """
+        self._advance_to(elapsed_s)
+        self._reanchor()
+
+    def _advance_to(self, elapsed_s: float) -> None:
+        if not elapsed_s >= self._elapsed_s:  # NaN too
             raise ValueError(f"the simulated clock does not run backwards ({elapsed_s} < {self._elapsed_s})")
         while self._next_action < len(self._actions) and self._actions[self._next_action].at_s <= elapsed_s:
             action = self._actions[self._next_action]
@@ -505,10 +658,19 @@ class FieldSimulator:
     def jump_to(self, elapsed_s: float) -> None:
         """Fast-forward the running clock to ``elapsed_s`` (events falling due run) and publish at once.
 
-        Call it in the simulator's event loop; the clock then runs on from there at ``speed``.
+        Call it in the simulator's event loop; the clock then runs on from there at ``speed`` (or
+        stays paused). A time before the clock's present time is refused
+        (:class:`~opendso.errors.InputError`): the simulated clock never runs backwards.
         """
+        self._catch_up()
+        if not (math.isfinite(elapsed_s) and elapsed_s >= self._elapsed_s):
+            raise InputError(
+                f"field simulator: cannot jump to {elapsed_s!r} s after the start: the clock is at "
+                f"{self._elapsed_s:.0f} s and never runs backwards"
+            )
         self.advance_to(elapsed_s)
         self._wake.set()
+        log.info("event=sim_clock_jump sim_time=%s", self.simulated_clock().isoformat())
 
     @property
     def result(self) -> PowerFlowResult:
@@ -661,31 +823,55 @@ class FieldSimulator:
         self._dirty = True
         self._wake.set()
 
-    def apply_command(self, point: str, value: float) -> None:
-        """Apply a command received on ``point``: a switch (0 open, 1 close) or a generator's ``p`` set-point."""
-        self.counters.commands += 1
+    def check_command(self, point: str, value: float) -> Point:
+        """Return the point a command on ``point`` with ``value`` would act on; change nothing.
+
+        Raise :class:`NotCommandableError` for an unknown point or one that takes no commands
+        (only a switch's ``switch`` point and a generator's ``p`` point do), and
+        :class:`CommandValueError` for a value the point does not take (a switch: 0 open or 1
+        close; a generator: a finite set-point in W, or NaN to release it to its profile).
+        """
         try:
             p = self.point_map.point(point)
         except KeyError:
-            self.counters.refused_commands += 1
-            raise CommandError(f"command on unknown point {point!r}") from None
+            raise NotCommandableError(f"command on unknown point {point!r}") from None
         if p.quantity == "switch" and p.element in self._switch_row:
             if value not in (0.0, 1.0):
-                self.counters.refused_commands += 1
-                raise CommandError(f"command on {point!r}: a switch takes 0 (open) or 1 (close), got {value!r}")
-            self.set_switch(p.element, value == 1.0)
+                raise CommandValueError(f"command on {point!r}: a switch takes 0 (open) or 1 (close), got {value!r}")
         elif p.quantity == "p" and p.element in self._gen_row:
-            self.set_generator_p(p.element, None if math.isnan(value) else value)
+            if math.isinf(value):
+                raise CommandValueError(f"command on {point!r}: a set-point is finite (NaN releases), got {value!r}")
         else:
+            raise NotCommandableError(f"point {point!r} ({p.quantity} of {p.element!r}) takes no commands")
+        return p
+
+    def apply_command(self, point: str, value: float) -> None:
+        """Apply a command received on ``point``: a switch (0 open, 1 close) or a generator's ``p`` set-point.
+
+        A refused command (see :meth:`check_command`) raises and changes nothing.
+        """
+        self.counters.commands += 1
+        try:
+            p = self.check_command(point, value)
+        except CommandError:
             self.counters.refused_commands += 1
-            raise CommandError(f"point {point!r} ({p.quantity} of {p.element!r}) takes no commands")
+            raise
+        if p.quantity == "switch":
+            self.set_switch(p.element, value == 1.0)
+        else:
+            self.set_generator_p(p.element, None if math.isnan(value) else value)
         self._wake.set()
 
-    def _on_command(self, point: str, value: float) -> None:
+    def _on_command(self, point: str, value: float, *, dry_run: bool = False) -> None:
+        """The servers' :class:`CommandCallback`: check or apply; a refusal is logged and raised to the server."""
+        if dry_run:
+            self.check_command(point, value)
+            return
         try:
             self.apply_command(point, value)
         except CommandError as exc:
             log.warning("event=sim_command_refused point=%s value=%r reason=%r", point, value, str(exc))
+            raise
 
     def _switch(self, name: str) -> int:
         row = self._switch_row.get(name)
@@ -826,6 +1012,7 @@ class FieldSimulator:
                 await server.stop()
             raise
         await self.publish_once()
+        self._start_clock()  # the clock runs from here: trainer actions work as soon as start returns
         self._task = asyncio.create_task(self.run(), name="field-simulator")
         log.info(
             "event=sim_start grid=%s points=%d servers=%d speed=%g start=%s",
@@ -859,23 +1046,32 @@ class FieldSimulator:
         await self.stop()
 
     async def run(self) -> None:
-        """Advance the simulated clock with the wall clock (times ``speed``) and publish every period.
+        """Run the simulated clock at ``speed`` times the wall clock (held while paused); publish every period.
 
-        A command or an event publishes at once instead of waiting for the next period.
+        A command, an event or a trainer action (pause, resume, speed, jump) publishes at once
+        instead of waiting for the next period. Every start, and the stop, is an anchor of
+        :attr:`time_base`.
         """
-        loop = asyncio.get_running_loop()
-        origin_real, origin_sim = loop.time(), self._elapsed_s
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.publish_period_s)
-            self._wake.clear()
-            try:
-                self.advance_to(max(self._elapsed_s, origin_sim + (loop.time() - origin_real) * self.speed))
-                await self.publish_once()
-            except Exception:
-                # a dead twin must be visible, not a silently frozen field
-                log.exception("event=sim_crash grid=%s sim_time=%s", self.grid.name, self.simulated_clock().isoformat())
-                raise
+        if self._anchor_mono is None:
+            self._start_clock()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.publish_period_s)
+                self._wake.clear()
+                try:
+                    self._catch_up()
+                    await self.publish_once()
+                except Exception:
+                    # a dead twin must be visible, not a silently frozen field
+                    log.exception(
+                        "event=sim_crash grid=%s sim_time=%s", self.grid.name, self.simulated_clock().isoformat()
+                    )
+                    raise
+        finally:
+            # the clock stops: later instants keep the simulated time it stopped at
+            self.time_base.add(utc_now(), self.simulated_clock(), 0.0)
+            self._anchor_mono = None
 
 
 # -- planning which value each point carries ---------------------------------------------------------

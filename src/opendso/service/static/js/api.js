@@ -42,9 +42,9 @@ export async function api(path, { method = "GET", body } = {}) {
 
 /**
  * Open the /api/stream WebSocket; reconnect with back-off until closed by stop().
- * handlers: {onMessage(msg), onState(connected:boolean)}
+ * handlers: {onMessage(msg), onState(connected:boolean), onEnded()}: onEnded when the server ends the session.
  */
-export function openStream({ onMessage, onState }) {
+export function openStream({ onMessage, onState, onEnded }) {
   let socket = null;
   let stopped = false;
   let delay = 500;
@@ -62,8 +62,14 @@ export function openStream({ onMessage, onState }) {
         console.error("bad stream message", err);
       }
     };
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       onState(false);
+      // 1008: the server closed the stream because the session ended; reconnecting would not help
+      if (event.code === 1008 && onEnded) {
+        stopped = true;
+        onEnded();
+        return;
+      }
       if (!stopped) {
         setTimeout(connect, delay);
         delay = Math.min(delay * 2, 10000);

@@ -1,27 +1,44 @@
 // OpenDSO control room: login, pages, status bar, element panel, shift log; wires the stream.
 
 import { api, ApiError, openStream, setCsrf } from "./api.js";
-import { AlarmList, esc } from "./alarms.js";
+import { initAuditPage } from "./audit.js";
+import { initUsersPage } from "./users.js";
+import { AlarmList, countStates, esc, renderAlarmStatus } from "./alarms.js";
+import { initAlarmPages } from "./alarmpages.js";
 import { drawLegend, LOADING_PALETTE, VOLTAGE_PALETTE } from "./colors.js";
 import { NetworkView } from "./network.js";
+import { clockName, fmtMs, fmtTime, fmtWall, nowMs, setTimeBase, simulating, timeBase, timeTitle } from "./time.js";
+import { Trend } from "./trend.js";
+import { formatPoint, formatQuantity, quantityLabel, readableFields } from "./units.js";
 
 const $ = (id) => document.getElementById(id);
 // only operator-type roles command, acknowledge, shelve and write shift notes (IEC 62351-8, as the API enforces)
 const WRITE_ROLES = ["operator"];
 const AUDIT_ROLES = ["security_auditor"];
+// user management: the manage-users permission of IEC 62351-8 (as the API enforces)
+const USER_ADMIN_ROLES = ["security_administrator", "rbac_maintainer"];
+// engineers take alarms out of service and suppress areas (the configure permission, as the API enforces)
+const CONFIGURE_ROLES = ["engineer", "installer", "security_administrator"];
 const session = { user: null, roles: [] };
 const timing = { start: performance.now(), gridLoaded: null, stateLoaded: null, firstDraw: null };
 let stream = null;
 let network = null;
 let alarms = null;
+let alarmPages = null;
 let elementNames = new Map(); // alarm channel (element name) -> id
-let trendChart = null;
+let trend = null;
 let currentElement = null;
+let gridView = { nodes: new Map(), names: new Map() }; // node id -> node; element id -> name
+let lastStatus = null;
 // state-change-to-screen latency: server publish time (epoch s) of states not yet drawn, and samples (ms)
 const latency = { pending: [], samples: [] };
 
 const canWrite = () => session.roles.some((r) => WRITE_ROLES.includes(r));
 const canAudit = () => session.roles.some((r) => AUDIT_ROLES.includes(r));
+const canManageUsers = () => session.roles.some((r) => USER_ADMIN_ROLES.includes(r));
+let auditPage = null;
+let usersPage = null;
+const canConfigure = () => session.roles.some((r) => CONFIGURE_ROLES.includes(r));
 
 // -- test and diagnostics hook ---------------------------------------------------------------
 window.opendso = {
@@ -29,8 +46,12 @@ window.opendso = {
   selectElement: (id) => selectElement(id, { centre: true }),
   screenOf: (id) => network?.screenOf(id) ?? null,
   alarms: () => [...(alarms?.alarms.values() ?? [])],
+  alarmCounts: () => ({ server: alarms?.serverCounts ?? null, list: countStates(alarms?.alarms.values() ?? []) }),
+  alarmResyncs: () => alarms?.resyncs ?? 0,
   lastCue: () => alarms?.lastCue ?? null,
   latencies: () => [...latency.samples],
+  trend: () => trend?.snapshot() ?? null,
+  timeBase: () => timeBase(),
 };
 
 // -- login -----------------------------------------------------------------------------------
@@ -148,8 +169,10 @@ async function enter(me) {
   $("app-view").hidden = false;
   $("user-label").textContent = `${me.user} · ${session.roles.join(", ")}`;
   $("note-form").querySelector("button").disabled = !canWrite();
-  $("ack-all").disabled = !canWrite();
   $("tab-audit").hidden = !canAudit();
+  $("tab-users").hidden = !canManageUsers();
+  auditPage ??= initAuditPage();
+  usersPage ??= initUsersPage({ guarded, me: () => session.user });
   showPage("network");
   network ??= new NetworkView($("network-canvas"), { onSelect: (hit) => selectElement(hit?.id ?? null), onHover: showTip });
   $("network-canvas").addEventListener("firstdraw", () => { timing.firstDraw = performance.now(); }, { once: true });
@@ -163,6 +186,7 @@ async function enter(me) {
     tbody: $("alarm-rows"), empty: $("alarm-empty"), badge: $("alarm-badge"), banner: $("alarm-banner"),
     bannerText: $("alarm-banner-text"), canWrite, onElement: (name) => openElementByName(name),
   });
+  alarmPages ??= initAlarmPages({ alarms, canWrite, canConfigure, onElement: (name) => openElementByName(name), guarded });
   const [grid, state, status] = await Promise.all([api("/api/grid"), api("/api/state"), api("/api/status")]);
   timing.gridLoaded = performance.now();
   $("grid-name").textContent = grid.name;
@@ -171,13 +195,28 @@ async function enter(me) {
   for (const n of grid.nodes) elementNames.set(n.name, n.id);
   for (const b of grid.branches) { elementNames.set(b.name, b.id); elementNames.set(`${b.kind}:${b.name}`, b.id); }
   for (const s of grid.switches) elementNames.set(s.name, s.id);
+  gridView = {
+    nodes: new Map(grid.nodes.map((n) => [n.id, n])),
+    names: new Map([...grid.nodes, ...grid.branches, ...grid.switches].map((e) => [e.id, e.name])),
+  };
+  trend ??= new Trend({
+    chart: $("el-trend"), list: $("trend-series"), range: $("trend-range"), custom: $("trend-custom"),
+    from: $("trend-from"), to: $("trend-to"), apply: $("trend-apply"), csv: $("trend-csv"), clear: $("trend-clear"),
+    note: $("trend-note"),
+  });
+  trend.onChange = syncTrendPicks;
   network.setGrid(grid);
   network.setState(state);
   timing.stateLoaded = performance.now();
   showStatus(status);
   await alarms.load();
   stream?.stop();
-  stream = openStream({ onMessage, onState: (ok) => {
+  stream = openStream({ onMessage, onEnded: () => {
+    // the server ended the session (sign-out elsewhere, disabled, new roles or password)
+    stream = null;
+    showLogin("Your session has ended: sign in again.");
+  }, onState: (ok) => {
+    if (ok) alarms.resync(); // the server's full list on every (re)connect: drop what it dropped
     $("st-link").textContent = ok ? "live" : "reconnecting…";
     $("st-link").className = `link-state ${ok ? "ok" : "bad"}`;
   } });
@@ -189,10 +228,7 @@ function onMessage(msg) {
     if (Number.isFinite(msg.published_at)) latency.pending.push(msg.published_at);
     if (currentElement) renderEstimated(currentElement);
   } else if (msg.type === "alarm") {
-    alarms.applyEvent(msg.event);
-    const c = alarms.counts();
-    $("st-alarms").textContent = `${c.active} active, ${c.unacked} unacknowledged`;
-    $("st-alarms").className = c.unacked ? "bad" : "ok";
+    alarms.applyMessage(msg);
   } else if (msg.type === "status") {
     showStatus(msg);
   }
@@ -200,19 +236,31 @@ function onMessage(msg) {
 
 // -- status bar ------------------------------------------------------------------------------
 function showStatus(s) {
-  const clock = s.simulated_time ?? s.time;
-  $("st-clock").textContent = clock ? new Date(clock).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "—";
-  $("st-clock").title = s.simulated_time ? "simulated time" : "wall-clock time (no simulator)";
+  setTimeBase(s.time_base ?? null, s.time);
+  lastStatus = s;
+  showClock();
   $("st-cycle").textContent = s.cycle_ms === null || s.cycle_ms === undefined ? "—" : `${Number(s.cycle_ms).toFixed(0)} ms`;
   $("st-observable").textContent = s.observable ? "observable" : "NOT observable";
   $("st-observable").className = s.observable ? "ok" : "bad";
   const t = s.telemetry ?? {};
   $("st-telemetry").textContent = `${t.good ?? "?"}/${t.points ?? "?"} good` + (t.bad ? `, ${t.bad} bad` : "");
   $("st-telemetry").className = t.bad ? "warn" : "ok";
-  const a = s.alarms ?? {};
-  $("st-alarms").textContent = `${a.active ?? 0} active, ${a.unacknowledged ?? 0} unacknowledged`;
-  $("st-alarms").className = a.unacknowledged ? "bad" : "ok";
+  renderAlarmStatus($("st-alarms"), s.alarms);
+  alarms?.setCounts(s.alarms);
 }
+
+// the clock the screens run on: simulated in simulation (its speed, or paused), else UTC; ticks between statuses
+function showClock() {
+  const base = timeBase();
+  $("st-clock-label").textContent = simulating() ? "Simulated clock" : "Clock (UTC)";
+  $("st-clock").textContent = lastStatus ? fmtMs(nowMs()) : "—";
+  $("st-clock").title = `${clockName()} time; ${timeTitle(new Date())}`;
+  $("st-speed").textContent = !base ? "" : base.paused ? "PAUSED" : `${Number(base.speed)}×`;
+  $("st-speed").className = base?.paused ? "warn" : "muted";
+}
+setInterval(() => { if (lastStatus) showClock(); }, 1000);
+// pages that show times redraw them when the time base changes (a pause, a jump, a new speed)
+document.addEventListener("opendso:timebase", () => { if (!$("page-log").hidden) loadLog(); });
 
 // -- pages -----------------------------------------------------------------------------------
 function showPage(page) {
@@ -223,15 +271,23 @@ function showPage(page) {
   }
   if (page === "log") loadLog();
   if (page === "alarms") alarms?.renderNow();
-  if (page === "audit") loadAudit();
+  if (page === "audit") auditPage?.load();
+  if (page === "users") usersPage?.load();
   if (page === "network") network?.requestDraw();
 }
 
 document.querySelectorAll(".tabs [role=tab]").forEach((tab) => tab.addEventListener("click", () => showPage(tab.dataset.page)));
+// inputs that do not take typed text (a checkbox, a radio button, a button) leave the shortcuts working
+const NON_TEXT_INPUTS = new Set(["checkbox", "radio", "button", "submit", "reset", "range", "color", "file", "image"]);
+function typingIn(el) {
+  if (!el) return false;
+  if (el.isContentEditable || el.tagName === "TEXTAREA" || el.tagName === "SELECT") return true;
+  return el.tagName === "INPUT" && !NON_TEXT_INPUTS.has((el.type || "text").toLowerCase());
+}
 document.addEventListener("keydown", (e) => {
-  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
-  if (typing || e.ctrlKey || e.metaKey || e.altKey || $("app-view").hidden) return;
-  const pages = { 1: "network", 2: "alarms", 3: "log", 4: "audit" };
+  const typing = typingIn(document.activeElement);
+  if (typing || e.ctrlKey || e.metaKey || e.altKey || $("app-view").hidden || document.querySelector("dialog[open]")) return;
+  const pages = { 1: "network", 2: "alarms", 3: "log", 4: "audit", 5: "users" };
   if (pages[e.key] && !$(`tab-${pages[e.key]}`).hidden) { showPage(pages[e.key]); e.preventDefault(); }
 });
 $("alarm-banner-go").addEventListener("click", () => showPage("alarms"));
@@ -256,49 +312,7 @@ function showTip(hit, x, y) {
   tip.hidden = false;
 }
 
-// -- alarms page -----------------------------------------------------------------------------
-$("alarm-rows").addEventListener("click", async (e) => {
-  const btn = e.target.closest("button");
-  const group = e.target.closest("tr.group-row");
-  if (btn?.classList.contains("ack")) {
-    await guarded(() => alarms.acknowledge(btn.dataset.key));
-  } else if (btn?.classList.contains("shelve")) {
-    openShelve(btn.dataset.key);
-  } else if (btn?.classList.contains("el-link")) {
-    openElementByName(btn.dataset.channel);
-  } else if (group) {
-    toggleGroup(group.dataset.group);
-  }
-});
-$("alarm-rows").addEventListener("keydown", (e) => {
-  const group = e.target.closest("tr.group-row");
-  if (group && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); toggleGroup(group.dataset.group); }
-});
-function toggleGroup(g) {
-  if (alarms.folded.has(g)) alarms.folded.delete(g); else alarms.folded.add(g);
-  alarms.renderNow();
-  document.querySelector(`tr.group-row[data-group="${CSS.escape(g)}"]`)?.focus();
-}
-$("alarm-group-toggle").addEventListener("change", (e) => { alarms.grouped = e.target.checked; alarms.render(); });
-$("alarm-show-shelved").addEventListener("change", (e) => { alarms.showShelved = e.target.checked; alarms.render(); });
-$("ack-all").addEventListener("click", async () => {
-  for (const a of alarms.visible().filter((x) => !x.acknowledged)) await guarded(() => alarms.acknowledge(a.key));
-});
-
-let shelveKey = null;
-function openShelve(key) {
-  shelveKey = key;
-  $("shelve-alarm").textContent = key;
-  $("shelve-reason").value = "";
-  $("shelve-dialog").showModal();
-}
-$("shelve-dialog").addEventListener("close", async () => {
-  if ($("shelve-dialog").returnValue !== "ok" || !shelveKey) return;
-  const key = shelveKey;
-  shelveKey = null;
-  await guarded(() => alarms.shelve(key, Number($("shelve-duration").value), $("shelve-reason").value));
-});
-
+// -- alarms page: alarmpages.js wires it (initAlarmPages) ---------------------------------------
 async function guarded(action) {
   try {
     await action();
@@ -319,6 +333,7 @@ async function selectElement(id, { centre = false } = {}) {
   if (id === null || id === undefined) {
     $("element-panel").hidden = true;
     currentElement = null;
+    trend?.stop();
     network.select(null);
     return;
   }
@@ -335,30 +350,52 @@ async function selectElement(id, { centre = false } = {}) {
   $("el-kind").textContent = `${el.component}${el.kind && el.kind !== el.component ? ` · ${el.kind}` : ""} · id ${el.id}`;
   $("el-name").textContent = el.name;
   renderEstimated(el);
-  $("el-fields").innerHTML = Object.entries(el.fields ?? {})
-    .map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(typeof v === "number" ? (Number.isInteger(v) ? String(v) : fmt(v, 4)) : v === null ? "—" : typeof v === "object" ? JSON.stringify(v) : v)}</dd>`)
-    .join("");
+  // readable labels with units; ids, zero-sequence data and bookkeeping fields are not shown
+  const rows = readableFields(el.fields, { name: (ref) => gridView.names.get(Number(ref)) ?? `element ${ref}` });
+  $("el-fields").innerHTML = rows.length
+    ? rows.map(([label, text]) => `<dt>${esc(label)}</dt><dd>${esc(text)}</dd>`).join("")
+    : "<dt>—</dt><dd>no data</dd>";
   const points = el.points ?? [];
+  const info = el.point_info ?? {};
   $("el-points").innerHTML = points.length
-    ? points.map((p) => `<tr data-point="${esc(p)}"><td>${esc(p)}</td><td class="pv">…</td><td class="pq"></td></tr>`).join("")
-    : `<tr><td colspan="3" class="muted">No telemetry on this element.</td></tr>`;
-  $("el-trend-point").innerHTML = points.map((p) => `<option>${esc(p)}</option>`).join("");
-  $("el-trend-point").disabled = !points.length;
-  for (const p of points) loadLatest(p);
-  if (points.length) loadTrend(points[0]); else clearTrend("No points to plot.");
+    ? points.map((p) => {
+      const label = quantityLabel(info[p]);
+      const where = p.includes("/") ? p.slice(0, p.lastIndexOf("/")) : p;
+      return `<tr data-point="${esc(p)}"><td title="${esc(p)}">${esc(label)}` +
+        (where !== el.name ? `<div class="muted small">${esc(where)}</div>` : "") + "</td>" +
+        `<td class="num"><span class="pv">…</span> <span class="pu"></span></td><td class="pq"></td>` +
+        `<td><input type="checkbox" class="trend-pick" data-point="${esc(p)}" aria-label="Plot ${esc(label)} of ${esc(el.name)}"></td></tr>`;
+    }).join("")
+    : `<tr><td colspan="4" class="muted">No telemetry on this element.</td></tr>`;
+  for (const p of points) loadLatest(p, info[p]);
+  trend.showElement(el.name, points, info);
 }
+
+/** Tick the measured points that are in the trend. */
+function syncTrendPicks() {
+  for (const box of document.querySelectorAll("#el-points input.trend-pick")) box.checked = trend.has(box.dataset.point);
+}
+$("el-points").addEventListener("change", (e) => {
+  const box = e.target.closest("input.trend-pick");
+  if (!box || !currentElement) return;
+  trend.toggle(box.dataset.point, currentElement.point_info?.[box.dataset.point], currentElement.name, box.checked);
+});
 
 function renderEstimated(el) {
   const v = network.valuesOf(el.id);
   const rows = [];
-  if (v.u_pu !== undefined) rows.push(["voltage", `${fmt(v.u_pu, 4)} p.u.`]);
-  if (v.loading !== undefined) rows.push(["loading", `${fmt(v.loading * 100, 1)} %`]);
-  if (v.energised !== undefined) rows.push(["energised", v.energised ? "yes" : "NO (de-energised)"]);
-  if (v.closed !== undefined) rows.push(["position", v.closed ? "closed" : "OPEN"]);
+  const node = gridView.nodes.get(el.id);
+  if (v.u_pu !== undefined) {
+    const kv = node && Number.isFinite(v.u_pu) ? ` (${formatQuantity(v.u_pu * node.u_rated_kv * 1000, "V")})` : "";
+    rows.push(["Voltage", `${fmt(v.u_pu, 4)} p.u.${kv}`]);
+  }
+  if (v.loading !== undefined) rows.push(["Loading", `${fmt(v.loading * 100, 1)} %`]);
+  if (v.energised !== undefined) rows.push(["Energised", v.energised ? "yes" : "NO (de-energised)"]);
+  if (v.closed !== undefined) rows.push(["Position", v.closed ? "closed" : "OPEN"]);
   $("el-estimated").innerHTML = rows.length ? rows.map(([k, x]) => `<dt>${k}</dt><dd>${esc(x)}</dd>`).join("") : "<dt>—</dt><dd>no estimate</dd>";
 }
 
-async function loadLatest(point) {
+async function loadLatest(point, info) {
   const to = new Date();
   const from = new Date(to.getTime() - 24 * 3600 * 1000);
   try {
@@ -366,7 +403,10 @@ async function loadLatest(point) {
     const last = rows[rows.length - 1];
     const tr = document.querySelector(`#el-points tr[data-point="${CSS.escape(point)}"]`);
     if (!tr) return;
-    tr.querySelector(".pv").textContent = last ? fmt(last.value ?? last.mean, 3) : "—";
+    const shown = last ? formatPoint(last.value ?? last.mean, info) : { value: "—", unit: "" };
+    tr.querySelector(".pv").textContent = shown.value;
+    tr.querySelector(".pu").textContent = shown.unit;
+    if (last) tr.querySelector(".pv").title = `${fmtTime(last.ts)} (${fmtWall(last.ts)})`;
     tr.querySelector(".pq").textContent = last ? qualityText(last.quality) : "";
     tr.querySelector(".pq").className = `pq ${last?.quality ? "warn" : "ok"}`;
   } catch (err) {
@@ -374,52 +414,19 @@ async function loadLatest(point) {
   }
 }
 
-$("el-trend-point").addEventListener("change", (e) => loadTrend(e.target.value));
 $("el-close").addEventListener("click", () => selectElement(null));
-
-function clearTrend(text) {
-  trendChart?.destroy();
-  trendChart = null;
-  $("el-trend").innerHTML = `<p class="muted">${esc(text)}</p>`;
-}
-
-async function loadTrend(point) {
-  const to = new Date();
-  const from = new Date(to.getTime() - 24 * 3600 * 1000);
-  let rows;
-  try {
-    rows = await api(`/api/measurements/${encodeURIComponent(point)}?from=${from.toISOString()}&to=${to.toISOString()}`);
-  } catch (err) {
-    clearTrend(`No trend: ${err.message}`);
-    return;
-  }
-  if (!rows.length) { clearTrend("No data in the last 24 h."); return; }
-  const xs = rows.map((r) => Date.parse(r.ts) / 1000);
-  const ys = rows.map((r) => r.value ?? r.mean ?? null);
-  trendChart?.destroy();
-  $("el-trend").innerHTML = "";
-  if (!window.uPlot) { clearTrend("Chart library missing."); return; }
-  trendChart = new window.uPlot({
-    width: $("el-trend").clientWidth || 340,
-    height: 180,
-    series: [{}, { label: point, stroke: "#5ec962", width: 1.5, points: { show: false } }],
-    axes: [
-      { stroke: "#9aa4b2", grid: { stroke: "#2a313b" }, ticks: { stroke: "#2a313b" } },
-      { stroke: "#9aa4b2", grid: { stroke: "#2a313b" }, ticks: { stroke: "#2a313b" }, size: 72 },
-    ],
-    legend: { live: true },
-  }, [xs, ys], $("el-trend"));
-}
 
 // -- event and shift log ---------------------------------------------------------------------
 async function loadLog() {
   try {
     const [events, notes] = await Promise.all([api("/api/events?limit=500"), api("/api/shiftlog")]);
+    $("event-time-head").textContent = simulating() ? "Time (simulated)" : "Time (UTC)";
     $("event-rows").innerHTML = events.slice().reverse().map((e) =>
-      `<tr><td>${e.seq}</td><td>${esc(shortTime(e.ts))}</td><td>${esc(e.actor)}</td><td>${esc(e.kind)}</td>` +
+      `<tr><td>${e.seq}</td><td class="time">${esc(fmtTime(e.ts))}</td><td class="wall muted">${esc(fmtWall(e.ts))}</td>` +
+      `<td>${esc(e.actor)}</td><td>${esc(e.kind)}</td>` +
       `<td>${esc(e.element ?? "")}</td><td class="details" title="${esc(JSON.stringify(e.payload))}">${esc(JSON.stringify(e.payload))}</td></tr>`).join("");
     $("notes").innerHTML = notes.slice().reverse().map((n) =>
-      `<li><div class="note-meta">${esc(shortTime(n.ts))} · ${esc(n.actor)}</div><div class="note-text">${esc(n.payload?.text ?? "")}</div></li>`).join("")
+      `<li><div class="note-meta" title="${esc(timeTitle(n.ts))}">${esc(fmtTime(n.ts))} · ${esc(n.actor)}</div><div class="note-text">${esc(n.payload?.text ?? "")}</div></li>`).join("")
       || `<li class="muted">No notes yet in this shift.</li>`;
   } catch (err) {
     console.error(err);
@@ -437,43 +444,7 @@ $("note-form").addEventListener("submit", async (e) => {
   });
 });
 
-// -- audit trail (security auditors) ---------------------------------------------------------
-let auditRecords = [];
-async function loadAudit() {
-  try {
-    // the newest records: page forward from the start once, then only what is new
-    const after = auditRecords.length ? auditRecords[auditRecords.length - 1].seq : 0;
-    for (let page = await api(`/api/audit?after=${after}&limit=5000`); page.length; ) {
-      auditRecords = auditRecords.concat(page);
-      if (page.length < 5000) break;
-      page = await api(`/api/audit?after=${page[page.length - 1].seq}&limit=5000`);
-    }
-    renderAudit();
-  } catch (err) {
-    $("audit-chain").textContent = `Could not read the audit trail: ${err.message}`;
-  }
-}
-function renderAudit() {
-  const q = $("audit-filter").value.trim().toLowerCase();
-  const rows = auditRecords.filter((r) => !q || [r.actor, r.action, r.element, r.result, r.reason, r.source_ip]
-    .some((v) => v && String(v).toLowerCase().includes(q)));
-  // a gap in the sequence or a record not chained to the previous one is shown, not hidden
-  let broken = 0;
-  for (let i = 1; i < auditRecords.length; i++) {
-    const a = auditRecords[i - 1], b = auditRecords[i];
-    if (b.seq !== a.seq + 1 || b.prev_hash !== a.hash) broken++;
-  }
-  $("audit-chain").textContent = `${auditRecords.length} records` +
-    (broken ? ` · ${broken} break(s) in the chain: run 'opendso audit verify'` : " · chained");
-  $("audit-chain").className = broken ? "bad small" : "muted small";
-  $("audit-rows").innerHTML = rows.slice().reverse().slice(0, 2000).map((r) =>
-    `<tr data-seq="${r.seq}" class="result-${esc(r.result)}"><td>${r.seq}</td><td>${esc(shortTime(r.ts))}</td><td>${esc(r.actor)}</td>` +
-    `<td>${esc(r.source_ip ?? "")}</td><td>${esc(r.action)}</td><td>${esc(r.element ?? "")}</td><td>${esc(r.result)}</td>` +
-    `<td>${esc(r.reason ?? "")}</td><td class="hash" title="${esc(r.hash)}">${esc(r.hash.slice(0, 10))}</td></tr>`).join("");
-  $("audit-empty").hidden = rows.length > 0;
-}
-$("audit-refresh").addEventListener("click", loadAudit);
-$("audit-filter").addEventListener("input", renderAudit);
+// -- audit trail and users: audit.js and users.js wire their pages -----------------------------
 
 // IEC 61850 quality bits, as opendso.quality.Quality stores them
 const QUALITY_BITS = ["invalid", "questionable", "overflow", "out of range", "bad reference", "oscillatory",
