@@ -34,7 +34,6 @@ counting without TLS) is accepted for a collector on loopback only.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -53,6 +52,7 @@ import sqlalchemy as sa
 
 from opendso.errors import InputError
 from opendso.service.audit import AuditRecord, AuditTrail, set_forwarder
+from opendso.service.server import is_loopback
 from opendso.store.integrity import ChainProblem, canonical, sealer_of, write_private
 
 log = logging.getLogger(__name__)
@@ -105,18 +105,9 @@ class SyslogSettings:
             port = parts.port or DEFAULT_PORT
         except ValueError:
             raise InputError(f"syslog collector {self.url!r}: bad port") from None
-        if not tls and not _is_loopback(parts.hostname):
+        if not tls and not is_loopback(parts.hostname):
             raise InputError(f"syslog collector {self.url!r}: without TLS only a collector on loopback is allowed")
         return parts.hostname, port, tls
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _sd_escape(value: str) -> str:
