@@ -140,7 +140,7 @@ class IntegrityKey:
             os.write(fd, key.hex().encode() + b"\n")
         finally:
             os.close(fd)
-        log.warning("event=integrity_key_created path=%s", path)
+        log.info("event=integrity_key_created path=%s", path)
         return cls(path, key)
 
     def mac(self, domain: str, data: bytes) -> str:
