@@ -4,8 +4,9 @@
 (:class:`~opendso.telemetry.simulator.FieldSimulator`) serves SimBench's 1-MVLV-urban-all
 (10,458 nodes) in one process, publishing as fast as it can (publish period 0.05 s, fresh noise
 and a fresh timestamp every publish). A second process runs the :class:`~opendso.operations.monitor.Monitor`
-ingest path unchanged: the adapters (:class:`ModbusPoller` over Modbus TCP on loopback, or
-:class:`MqttSubscriber` through Mosquitto on 127.0.0.1:1883, QoS 1) hand batches to the monitor,
+ingest path unchanged: the adapters (:class:`ModbusPoller` over Modbus TCP on loopback,
+:class:`MqttSubscriber` through Mosquitto on 127.0.0.1:1883, QoS 1, or :class:`Iec104Client`
+on c104 over IEC 60870-5-104 on loopback from the simulator's RTU) hand batches to the monitor,
 which keeps the latest readings and writes every batch to the historian in a worker thread. The
 monitor's cycle is set to a long period so the figure is ingest alone (the cycle is measured
 below and by ``bench_realtime.py``). The figure is the growth of the historian's row count over a
@@ -22,7 +23,10 @@ registers; as the poller hands out only values that moved beyond the point's dea
 switch positions are stored once and the voltages at every poll that sees a new publish. MQTT:
 the points grouped by 100 into one JSON message per topic (a gateway's view; the simulator's own
 ``point_map_for_grid`` puts one element per topic, one point or two per message, which caps MQTT
-at the broker's message rate: run ``--per-topic 1`` to see it).
+at the broker's message rate: run ``--per-topic 1`` to see it). IEC 104: one RTU (common
+address 1), voltages as short floats (M_ME_NC_1), switches as double points (M_DP_NA_1), sent
+spontaneously (COT 3) when they change, as many objects per ASDU as fit (30 short floats), with
+the standard link parameters (k 12, w 8); the switch positions arrive once with the GI.
 
 **Latency** (target: p99 < 1 s plus the cycle period). One process runs the simulator on
 SimBench's 1-MV-urban (144 nodes; publish period 0.25 s; Modbus polled every 0.25 s) and a
@@ -35,7 +39,7 @@ off for the benchmark (the same breaker trips many times a minute on purpose; a 
 alarm is still raised, but not shown).
 
 Run standalone: ``.venv/bin/python benchmarks/bench_ingest.py`` (``--quick``: SQLite only,
-shorter windows, fewer trips).
+shorter windows, fewer trips; ``--protocols iec104``: one protocol).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ LATENCY_BUDGET_S = 1.0  # plus the cycle period
 LATENCY_PERIOD_S = 0.5
 LATENCY_FIELD_PERIOD_S = 0.25  # simulator publish period and Modbus poll period in the latency run
 INGEST_PUBLISH_PERIOD_S = 0.05
+PROTOCOLS = ("mqtt", "modbus", "iec104")
 
 
 # -- the point map both processes build ----------------------------------------------------------------
@@ -85,8 +90,11 @@ def bench_point_map(
 
     Modbus: one device, registers in point order. MQTT: ``per_topic`` points per topic (keys are
     the point names; ``per_topic=1`` puts every element on its own topic like ``point_map_for_grid``).
+    IEC 104: one station (common address 1), values M_ME_NC_1 (short float) from IOA 200,001 and
+    switches M_DP_NA_1 (double point) from IOA 1, so that no command object (IOA + 100,000)
+    meets a monitored one.
     """
-    from opendso.telemetry.points import QUANTITIES, Point, PointMap, Source, point_map_for_grid
+    from opendso.telemetry.points import QUANTITIES, Connection, Point, PointMap, point_map_for_grid
 
     base = point_map_for_grid(grid, protocol="modbus", switches=False)
     plain: list[tuple[str, str, str]] = [(p.name, p.element, p.quantity) for p in base.points]
@@ -98,7 +106,7 @@ def bench_point_map(
                 plain.append((name, str(node), "u"))
                 taken.add(name)
     plain += [(f"{s}/switch", str(s), "switch") for s in grid.switch_names]
-    source = Source(
+    source = Connection(
         name="field",
         protocol=protocol,  # type: ignore[arg-type]
         host="127.0.0.1",
@@ -108,7 +116,7 @@ def bench_point_map(
         poll_groups={"default": poll_period_s} if protocol == "modbus" else {},
     )
     points = []
-    register = 0
+    register = value_count = switch_count = 0
     by_element: dict[str, str] = {}
     for k, (name, element, quantity) in enumerate(plain):
         kw: dict[str, Any]
@@ -116,6 +124,13 @@ def bench_point_map(
             data_type = "uint16" if quantity == "switch" else "float32"
             kw = {"register": register, "data_type": data_type, "poll_group": "default"}
             register += 2 if data_type == "float32" else 1
+        elif protocol == "iec104":
+            if quantity == "switch":
+                kw = {"common_address": 1, "ioa": 1 + switch_count, "type": "M_DP_NA_1"}
+                switch_count += 1
+            else:
+                kw = {"common_address": 1, "ioa": 200_001 + value_count, "type": "M_ME_NC_1"}
+                value_count += 1
         elif per_topic <= 1:
             topic = by_element.setdefault(element, f"e{len(by_element):05d}")
             kw = {"topic": topic, "key": quantity}
@@ -123,6 +138,21 @@ def bench_point_map(
             kw = {"topic": f"g{k // per_topic:04d}", "key": name}
         points.append(Point(name, element, quantity, QUANTITIES[quantity], "field", **kw))
     return PointMap(file=f"<benchmark point map of {grid.name}>", sources={"field": source}, points=tuple(points))
+
+
+def field_adapters(protocol: str, point_map: Any) -> list[Any]:
+    """Return the adapters that read ``point_map`` over ``protocol`` (modbus, mqtt or iec104)."""
+    if protocol == "modbus":
+        from opendso.telemetry.modbus import modbus_pollers
+
+        return list(modbus_pollers(point_map))
+    if protocol == "iec104":
+        from opendso.telemetry.iec104 import iec104_clients
+
+        return list(iec104_clients(point_map))
+    from opendso.telemetry.mqtt import mqtt_subscribers
+
+    return list(mqtt_subscribers(point_map))
 
 
 def free_port() -> int:
@@ -173,8 +203,6 @@ async def run_consumer(args: argparse.Namespace) -> dict[str, Any]:
     from opendso.operations.cycle import CycleSettings
     from opendso.operations.monitor import Monitor
     from opendso.store.historian import Historian
-    from opendso.telemetry.modbus import modbus_pollers
-    from opendso.telemetry.mqtt import mqtt_subscribers
 
     grid = load_grid(INGEST_GRID)
     point_map = bench_point_map(
@@ -182,7 +210,7 @@ async def run_consumer(args: argparse.Namespace) -> dict[str, Any]:
     )
     folder = Path(args.folder)
     historian = Historian.open(args.database_url, buffer_path=folder / f"consumer-{os.getpid()}.buffer")
-    adapters: list[Any] = modbus_pollers(point_map) if args.protocol == "modbus" else mqtt_subscribers(point_map)
+    adapters = field_adapters(args.protocol, point_map)
     # a long period: the figure is ingest alone (the cycle runs once, at the start, during the warm-up)
     monitor = Monitor(grid, point_map, historian, adapters, settings=CycleSettings(period_s=3600.0))
     ready = Path(args.ready_file)
@@ -264,8 +292,6 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
     from opendso.operations.cycle import CycleResult, CycleSettings
     from opendso.operations.monitor import Monitor
     from opendso.store.historian import Historian
-    from opendso.telemetry.modbus import modbus_pollers
-    from opendso.telemetry.mqtt import mqtt_subscribers
     from opendso.telemetry.simulator import FieldSimulator
 
     grid = load_grid(LATENCY_GRID)
@@ -284,7 +310,7 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
     sim = FieldSimulator(grid, point_map, speed=60.0, noise=1.0, seed=2, publish_period_s=LATENCY_FIELD_PERIOD_S)
     folder = Path(args.folder)
     historian = Historian.open(f"sqlite:///{folder / 'latency.db'}", buffer_path=folder / "latency.buffer")
-    adapters: list[Any] = modbus_pollers(point_map) if args.protocol == "modbus" else mqtt_subscribers(point_map)
+    adapters = field_adapters(args.protocol, point_map)
     watch = _Watch()
     cycle_ms: list[float] = []
 
@@ -313,6 +339,10 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
         if args.protocol == "mqtt":
             for adapter in adapters:
                 await adapter.wait_subscribed(10.0)
+        elif args.protocol == "iec104":  # connected and the GI done (c104 may need a second session)
+            async with asyncio.timeout(60.0):
+                while not all(adapter.connected for adapter in adapters):
+                    await asyncio.sleep(0.05)
         # warm-up: the monitor has seen every point and the alarms of the start have settled
         await asyncio.sleep(2 * LATENCY_PERIOD_S + 2 * LATENCY_FIELD_PERIOD_S)
         for k in range(args.trips):
@@ -361,7 +391,7 @@ def measure_ingest(
     protocol: str, url: str, folder: Path, *, warmup: float, window: float, per_topic: int
 ) -> dict[str, Any]:
     """Run simulator and consumer in two processes; return the consumer's and the simulator's figures."""
-    port = free_port() if protocol == "modbus" else 0
+    port = free_port() if protocol in ("modbus", "iec104") else 0
     tag = f"{protocol}-{time.monotonic_ns()}"
     ready = folder / f"ready-{tag}"
     common = [
@@ -450,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trips", type=int, help="breaker trips per protocol (default 20, quick 3)")
     parser.add_argument("--per-topic", type=int, default=100, help="MQTT points per message in the ingest run")
     parser.add_argument("--only", choices=("ingest", "latency"), help="run one part")
+    parser.add_argument(
+        "--protocols", default=",".join(PROTOCOLS), help=f"comma-separated, of {', '.join(PROTOCOLS)} (default all)"
+    )
     # child roles (internal)
     parser.add_argument("--role", choices=("sim", "consume", "latency"), help=argparse.SUPPRESS)
     parser.add_argument("--protocol", default="modbus", help=argparse.SUPPRESS)
@@ -477,6 +510,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from opendso.store.testing import fresh_postgres_database, postgres_test_url, postgres_unreachable_reason
 
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    unknown = sorted(set(protocols) - set(PROTOCOLS))
+    if unknown:
+        parser.error(f"--protocols: unknown {', '.join(unknown)} (choose from {', '.join(PROTOCOLS)})")
     window = args.window or (2.0 if args.quick else 10.0)
     warmup = 1.0 if args.quick else 3.0
     trips = args.trips or (3 if args.quick else 20)
@@ -493,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.quick:
                 backends.append(("postgresql", postgres_unreachable_reason()))
             for backend, unreachable in backends:
-                for protocol in ("mqtt", "modbus"):
+                for protocol in protocols:
                     label = f"{protocol} -> {backend}"
                     if unreachable:
                         rows.append([label, "-", "-", "-", "-", "-", "n/a", unreachable[:60]])
@@ -517,12 +554,15 @@ def main(argv: list[str] | None = None) -> int:
                             complete = False
                             continue
                     sim = got["sim"]
-                    layout = (
-                        f"{args.per_topic} points/message, QoS 1"
-                        if protocol == "mqtt"
-                        else f"poll every {INGEST_PUBLISH_PERIOD_S} s, read round trip "
-                        f"{got['modbus_round_trip_ms'] or float('nan'):.2f} ms"
-                    )
+                    if protocol == "mqtt":
+                        layout = f"{args.per_topic} points/message, QoS 1"
+                    elif protocol == "iec104":
+                        layout = "spontaneous (COT 3), k 12, w 8"
+                    else:
+                        layout = (
+                            f"poll every {INGEST_PUBLISH_PERIOD_S} s, read round trip "
+                            f"{got['modbus_round_trip_ms'] or float('nan'):.2f} ms"
+                        )
                     rows.append(
                         [
                             label,
@@ -564,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "latency"):
             rows = []
             cycle_all: list[float] = []
-            for protocol in ("mqtt", "modbus"):
+            for protocol in protocols:
                 print(f"  latency {protocol}: {trips} breaker trips ...", flush=True)
                 limit = LATENCY_BUDGET_S + LATENCY_PERIOD_S
                 try:

@@ -1,12 +1,14 @@
 """Benchmark: the real-time cycle (measurements -> topology -> state estimation -> alarms).
 
-The cycle runs on the latest reading of every point of a grid's measurement placements and
+The cycle runs on the latest measurement of every point of a grid's measurement placements and
 switches (values from a power flow of the true state with realistic noise, as the field would
 send them) plus pseudo-measurements of every load and generator, on the demo grid and on
 SimBench's 1-MVLV-urban-all (10,458 nodes). The figure is the median cycle time over repeated
 cycles after a warm-up, with the stages broken down; the state-estimation stage includes the
-bad-data test (the largest weighted residuals normalised, one extra estimation each). Target
-from issue 3: < 1 s for 10,000 nodes.
+bad-data test (the largest weighted residuals normalised, one extra estimation each). The latest
+values reach the cycle as the monitor hands them over: a snapshot of its
+:class:`~opendso.measurement.LatestValues` (arrays by point index). Target from issue 3: < 1 s
+for 10,000 nodes.
 
 For comparison the same state estimation is timed as a direct power-grid-model call on the same
 measurement set (the part of the cycle a user of power-grid-model alone would have to write).
@@ -27,32 +29,27 @@ import numpy as np
 from _util import Target, print_table, quiet_warnings, write_report
 
 GRIDS = {"demo": "demo", "10k nodes": "simbench:1-MVLV-urban-all-0-sw"}
-FIELDS = {
-    "sym_voltage_sensor": {"u": "u_measured"},
-    "sym_power_sensor": {"p": "p_measured", "q": "q_measured"},
-    "sym_current_sensor": {"i": "i_measured"},
-}
 
 
 def field_readings(grid: Any, when: datetime, seed: int = 0) -> dict[str, Any]:
-    """Readings of every placement and switch: a noisy power flow of the grid's present state."""
-    from opendso.calc.estimation import measurements_from_power_flow
-    from opendso.calc.powerflow import run_power_flow
-    from opendso.operations.cycle import Reading
+    """Measurements of every placement and switch: a noisy power flow of the grid's present state."""
+    from opendso.calc import measurements_from_power_flow, run_power_flow
+    from opendso.measurement import Measurement
+    from opendso.telemetry.binding import SENSOR_FIELDS
 
     truth = run_power_flow(grid)
     meas = measurements_from_power_flow(grid, truth, noise=1.0, rng=np.random.default_rng(seed), pseudo_loads=False)
-    readings: dict[str, Reading] = {}
-    for component, quantities in FIELDS.items():
+    readings: dict[str, Measurement] = {}
+    for (component, q), fields in SENSOR_FIELDS.items():
         names = grid.names.get(component)
         if names is None or component not in meas:
             continue
         rows = {int(i): r for r, i in enumerate(meas[component]["id"])}
         for sid, name in zip(grid.sensors[component]["id"], names, strict=True):
-            for q, fld in quantities.items():
-                readings[f"{name}/{q}"] = Reading(float(meas[component][fld][rows[int(sid)]]), 0, when)
+            value = float(meas[component][fields.value][rows[int(sid)]])
+            readings[f"{name}/{q}"] = Measurement(f"{name}/{q}", when, value, 0)
     for name, closed in zip(grid.switch_names, grid.switches["closed"], strict=True):
-        readings[f"{name}/switch"] = Reading(float(closed), 0, when)
+        readings[f"{name}/switch"] = Measurement(f"{name}/switch", when, float(closed), 0)
     return readings
 
 
@@ -60,19 +57,21 @@ def measure(source: str, cycles: int) -> dict[str, Any]:
     """Median cycle time and stage times on one grid, and power-grid-model's own estimation time."""
     from power_grid_model import PowerGridModel
 
-    from opendso.calc.estimation import combine_measurements
+    from opendso.calc import combine_measurements
     from opendso.grid.sources import load_grid
+    from opendso.measurement import LatestValues
     from opendso.operations.cycle import RealTimeCycle
 
     grid = load_grid(source)
     points = {p: (p.rsplit("/", 1)[0], p.rsplit("/", 1)[1]) for p in field_readings(grid, datetime.now(UTC))}
     cycle = RealTimeCycle(grid, points)
     t0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
-    readings = field_readings(grid, t0)
-    cycle.run(readings, t0)  # warm-up
+    latest = LatestValues(cycle.binding.names)  # what the monitor keeps, updated as measurements arrive
+    latest.update(field_readings(grid, t0).values())
+    cycle.run(latest.snapshot(), t0)  # warm-up
     stages: dict[str, list[float]] = {}
     for k in range(cycles):
-        result = cycle.run(readings, t0 + timedelta(seconds=2 * (k + 1)))
+        result = cycle.run(latest.snapshot(), t0 + timedelta(seconds=2 * (k + 1)))
         for stage, ms in result.timings_ms.items():
             stages.setdefault(stage, []).append(ms)
     # power-grid-model alone on the same measurement set (model construction included, as in the cycle)

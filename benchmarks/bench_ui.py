@@ -178,8 +178,9 @@ def measure(name: str, source: str, *, quick: bool) -> dict[str, Any]:
     """Every figure of one grid: page loads, WebSocket latency, field-to-screen latency, API throughput."""
     from playwright.sync_api import sync_playwright
 
+    from opendso.demo import feeder_breaker as _feeder_breaker
     from opendso.grid.sources import load_grid
-    from opendso.runtime import ControlRoomProcess, _feeder_breaker
+    from opendso.runtime import ControlRoomProcess
 
     grid = load_grid(source)
     big = grid.count("node") > 5000

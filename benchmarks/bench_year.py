@@ -188,7 +188,7 @@ def child_pgm(code: str, start: int, stop: int, repeats: int) -> dict[str, Any]:
     """Direct power-grid-model: load + arrays, numpy update per chunk, batch calls; calls timed alone too."""
     from power_grid_model import CalculationMethod, PowerGridModel
 
-    from opendso.grid.pandapower_io import from_pandapower
+    from opendso.grid import from_pandapower
     from opendso.grid.sources import load_simbench_net
 
     loads: list[float] = []
@@ -247,7 +247,7 @@ def child_pandapower(code: str, start: int, steps: int, repeats: int) -> dict[st
     import pandapower as pp
 
     from opendso.calc.timeseries import run_time_series
-    from opendso.grid.pandapower_io import from_pandapower
+    from opendso.grid import from_pandapower
     from opendso.grid.sources import load_simbench_net
 
     net = load_simbench_net(code)

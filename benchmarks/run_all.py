@@ -33,7 +33,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "realtime": ("bench_realtime.py", "real-time cycle on the demo grid and a 10,000-node grid"),
     "ingest": (
         "bench_ingest.py",
-        "end-to-end ingest through MQTT/Modbus from the field simulator, trip-to-alarm latency",
+        "end-to-end ingest through MQTT/Modbus/IEC 104 from the field simulator, trip-to-alarm latency",
+    ),
+    "switch_latency": (
+        "bench_switch_latency.py",
+        "switch change in the field to the screen over IEC 104 and Modbus, event-driven cycle off (before) and on",
     ),
     "ui": (
         "bench_ui.py",

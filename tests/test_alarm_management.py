@@ -24,8 +24,9 @@ from test_service_api import CODE, FAST, PASSWORD, T0
 
 from opendso.grid.model import Grid
 from opendso.grid.topology import analyse_topology
+from opendso.measurement import Measurement
 from opendso.operations.alarms import count_states
-from opendso.operations.cycle import Reading, RealTimeCycle
+from opendso.operations.cycle import RealTimeCycle
 from opendso.quality import Quality
 from opendso.service import ControlRoom, Role, Security, ServiceSettings, create_app
 from opendso.service.security import CSRF_HEADER
@@ -44,8 +45,8 @@ class Room:
     grid: Grid
     breaker: str
     bad_point: str
-    readings: dict[str, Reading]
-    tripped: dict[str, Reading]
+    readings: dict[str, Measurement]
+    tripped: dict[str, Measurement]
     clock: list[datetime]
 
 
@@ -74,10 +75,11 @@ def _open(grid: Grid, url: str, folder: Path, *, users: bool = True) -> Room:
     room = ControlRoom(grid, historian, cycle=cycle, points=points, clock=lambda: clock[0])
     readings = field_readings(grid, T0)
     bad_point = sorted(p for p in readings if p.endswith("/u"))[0]
-    readings[bad_point] = Reading(readings[bad_point].value, int(Quality.INVALID), T0)  # a telemetry failure
+    # a telemetry failure
+    readings[bad_point] = Measurement(bad_point, T0, readings[bad_point].value, int(Quality.INVALID))
     breaker = str(grid.switch_names[feeder_breaker(grid)])
     tripped = dict(readings)
-    tripped[f"{breaker}/switch"] = Reading(0.0, 0, T0)
+    tripped[f"{breaker}/switch"] = Measurement(f"{breaker}/switch", T0, 0.0, 0)
     if users:
         security = Security(historian.engine, settings=FAST)
         for role in Role:
@@ -382,7 +384,7 @@ def test_the_monitor_restores_the_alarm_state_when_it_starts(grid: Grid, tmp_pat
     readings = field_readings(grid, T0)
     known = {p.name for p in point_map.points}
     breaker = str(grid.switch_names[feeder_breaker(grid)])
-    readings[f"{breaker}/switch"] = Reading(0.0, 0, T0)
+    readings[f"{breaker}/switch"] = Measurement(f"{breaker}/switch", T0, 0.0, 0)
     monitor.latest = {p: r for p, r in readings.items() if p in known}
     monitor.run_cycle(T0)
     monitor.cycle.switching.acknowledge(T0, breaker, actor="op")
@@ -491,7 +493,7 @@ def test_the_summary_gives_the_isa_18_2_performance_figures(site: Room) -> None:
     flapping = dict(site.tripped)
     for k in range(10):
         quality = 0 if k % 2 == 0 else int(Quality.INVALID)
-        flapping[site.bad_point] = Reading(1.0, quality, T0)
+        flapping[site.bad_point] = Measurement(site.bad_point, T0, 1.0, quality)
         site.room.run_cycle(flapping, T0 + timedelta(seconds=4 + 2 * k))
     window = {"from": (T0 - timedelta(minutes=30)).isoformat(), "to": (T0 + timedelta(hours=25)).isoformat()}
     response = client.get("/api/alarms/summary", params=window)

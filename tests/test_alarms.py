@@ -146,7 +146,7 @@ def test_size_mismatch_is_bad_input() -> None:
 
 # -- issue 8: alarms an operator can rely on (ISA-18.2 states, one count definition, chattering) ----------------
 def test_only_an_active_or_unacknowledged_alarm_can_be_shelved() -> None:
-    from opendso.operations.alarms import AlarmStateError
+    from opendso.errors import AlarmStateError
 
     mon = voltage_monitor()
     mon.update_values(at(0), [1.0, 1.0, 1.0])
@@ -199,7 +199,7 @@ def test_an_expired_shelf_announces_a_still_active_alarm_again() -> None:
 
 
 def test_unshelve_returns_the_alarm_and_refuses_what_is_not_shelved() -> None:
-    from opendso.operations.alarms import AlarmStateError
+    from opendso.errors import AlarmStateError
 
     mon = voltage_monitor()
     mon.update_values(at(0), [1.12, 0.85, 1.0])
@@ -217,7 +217,8 @@ def test_unshelve_returns_the_alarm_and_refuses_what_is_not_shelved() -> None:
 
 
 def test_out_of_service_and_suppressed_by_design_are_separate_states() -> None:
-    from opendso.operations.alarms import AlarmStateError, count_alarms
+    from opendso.errors import AlarmStateError
+    from opendso.operations.alarms import count_alarms
 
     mon = voltage_monitor(4)
     mon.update_values(at(0), [1.0, 1.0, 1.0, 1.0])

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from opendso.errors import InputError
-from opendso.service.audit import GENESIS_HASH, AuditTrail, audit_verify_command, record_hash, verify_chain
-from opendso.service.security import AuthError, Role, Security, SecuritySettings, users_command
+from opendso.cli.audit import audit_verify_command
+from opendso.cli.users import users_command
+from opendso.errors import AuthError, InputError
+from opendso.service.audit import GENESIS_HASH, AuditTrail, record_hash, verify_chain
+from opendso.service.security import Role, Security, SecuritySettings
 from opendso.store import Historian
 from opendso.store.security_schema import audit
 

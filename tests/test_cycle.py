@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from conftest import feeder_breaker
 
-from opendso.calc.estimation import measurements_from_power_flow
+from opendso.calc import measurements_from_power_flow
 from opendso.calc.powerflow import run_power_flow
 from opendso.errors import InputError
 from opendso.grid.model import Grid
 from opendso.grid.topology import analyse_topology
+from opendso.measurement import Measurement
 from opendso.operations.alarms import Transition, group_alarms
-from opendso.operations.cycle import CycleSettings, Reading, RealTimeCycle, is_raise
+from opendso.operations.cycle import CycleSettings, RealTimeCycle, is_raise
 from opendso.quality import Quality
 
 CODE = "simbench:1-MV-urban--0-sw"
@@ -38,11 +39,11 @@ def points_of(grid: Grid) -> dict[str, tuple[str, str]]:
     return points
 
 
-def field_readings(grid: Grid, when: datetime) -> dict[str, Reading]:
+def field_readings(grid: Grid, when: datetime) -> dict[str, Measurement]:
     """What the field reports: exact values of a power flow of the true state at every placement."""
     truth = run_power_flow(grid)
     meas = measurements_from_power_flow(grid, truth, noise=0.0, rng=np.random.default_rng(0), pseudo_loads=False)
-    readings: dict[str, Reading] = {}
+    readings: dict[str, Measurement] = {}
     for component, quantities in FIELDS.items():
         names = grid.names.get(component)
         if names is None or component not in meas:
@@ -52,9 +53,9 @@ def field_readings(grid: Grid, when: datetime) -> dict[str, Reading]:
             del row
             for q, fld in quantities.items():
                 value = float(meas[component][fld][by_id[int(sid)]])
-                readings[f"{name}/{q}"] = Reading(value, 0, when)
+                readings[f"{name}/{q}"] = Measurement(f"{name}/{q}", when, value, 0)
     for name, closed in zip(grid.switch_names, grid.switches["closed"], strict=True):
-        readings[f"{name}/switch"] = Reading(float(closed), 0, when)
+        readings[f"{name}/switch"] = Measurement(f"{name}/switch", when, float(closed), 0)
     return readings
 
 
@@ -85,7 +86,7 @@ def test_breaker_trip_gives_one_alarm_group_and_an_uncommanded_change(grid: Grid
     breaker = feeder_breaker(grid)
     name = str(grid.switch_names[breaker])
     tripped = dict(readings)
-    tripped[f"{name}/switch"] = Reading(0.0, 0, T0 + timedelta(seconds=2))
+    tripped[f"{name}/switch"] = Measurement(f"{name}/switch", T0 + timedelta(seconds=2), 0.0, 0)
     result = cycle.run(tripped, T0 + timedelta(seconds=2))
     assert result.switch_changes == [name]
     assert (~result.energised).sum() > 5
@@ -107,7 +108,7 @@ def test_commanded_switching_is_not_an_alarm(grid: Grid) -> None:
     name = str(grid.switch_names[breaker])
     cycle.command_switch(name, closed=False)
     opened = dict(readings)
-    opened[f"{name}/switch"] = Reading(0.0, 0, T0)
+    opened[f"{name}/switch"] = Measurement(f"{name}/switch", T0, 0.0, 0)
     result = cycle.run(opened, T0 + timedelta(seconds=2))
     assert not [e for e in result.alarm_events if e.monitor == "switch"]
     with pytest.raises(InputError, match="unknown switch"):
@@ -118,9 +119,9 @@ def test_bad_and_stale_points_are_not_used_and_raise_telemetry_alarms(grid: Grid
     cycle = RealTimeCycle(grid, points_of(grid))
     readings = field_readings(grid, T0)
     volt = next(p for p in readings if p.endswith("/u"))
-    readings[volt] = Reading(5 * readings[volt].value, int(Quality.INVALID), T0)  # invalid: must not be used
+    readings[volt] = Measurement(volt, T0, 5 * readings[volt].value, int(Quality.INVALID))  # invalid: must not be used
     stale = next(p for p in readings if p.endswith("/p"))
-    readings[stale] = Reading(readings[stale].value, int(Quality.STALE), T0)
+    readings[stale] = Measurement(stale, T0, readings[stale].value, int(Quality.STALE))
     result = cycle.run(readings, T0)
     assert result.bad_points == 2
     truth = run_power_flow(grid)
@@ -167,10 +168,10 @@ def _feeder_labels(grid: Grid) -> np.ndarray:
     return np.array([names.get(int(f)) for f in topo.node_feeder], dtype=object)
 
 
-def _tripped(grid: Grid, readings: dict[str, Reading], when: datetime) -> tuple[str, dict[str, Reading]]:
+def _tripped(grid: Grid, readings: dict[str, Measurement], when: datetime) -> tuple[str, dict[str, Measurement]]:
     name = str(grid.switch_names[feeder_breaker(grid)])
     tripped = dict(readings)
-    tripped[f"{name}/switch"] = Reading(0.0, 0, when)
+    tripped[f"{name}/switch"] = Measurement(f"{name}/switch", when, 0.0, 0)
     return name, tripped
 
 
@@ -216,7 +217,8 @@ def test_commanded_switching_suppresses_its_consequences_by_design(grid: Grid) -
 
 
 def test_an_area_under_a_permit_is_suppressed_by_design_until_released(grid: Grid) -> None:
-    from opendso.operations.alarms import AlarmStateError, count_alarms
+    from opendso.errors import AlarmStateError
+    from opendso.operations.alarms import count_alarms
 
     cycle = RealTimeCycle(grid, points_of(grid), feeder_of_node=_feeder_labels(grid))
     readings = field_readings(grid, T0)
@@ -299,3 +301,43 @@ def test_an_auto_reclose_sequence_announces_every_trip_of_the_breaker(grid: Grid
         announced += [e for e in result.alarm_events if e.announced and e.key == f"switch:{breaker}"]
     assert len(announced) == 4  # every trip, the lockout included, reaches the operator
     assert not cycle.switching.chattering.any()
+
+
+# -- issue 9: one binding, values scattered by point index ----------------------------------------------------
+def test_latest_values_as_arrays_and_as_a_mapping_give_the_same_cycle(grid: Grid) -> None:
+    from opendso.measurement import LatestValues
+
+    by_arrays = RealTimeCycle(grid, points_of(grid), feeder_of_node=_feeder_labels(grid))
+    by_mapping = RealTimeCycle(grid, points_of(grid), feeder_of_node=_feeder_labels(grid))
+    readings = field_readings(grid, T0)
+    bad = next(p for p in readings if p.endswith("/q"))
+    readings[bad] = Measurement(bad, T0, 1.0, int(Quality.INVALID))
+    readings["not a point"] = Measurement("not a point", T0, float("nan"))
+    _, tripped = _tripped(grid, readings, T0)
+    for k, values in enumerate([readings, tripped, tripped]):
+        now = T0 + timedelta(seconds=2 * k)
+        latest = LatestValues(by_arrays.binding.names)
+        latest.update(values.values())
+        a, b = by_arrays.run(latest.snapshot(), now), by_mapping.run(values, now)
+        assert [e.to_dict() for e in a.alarm_events] == [e.to_dict() for e in b.alarm_events]
+        assert (a.used_points, a.bad_points, a.switch_changes) == (b.used_points, b.bad_points, b.switch_changes)
+        assert a.bad_points == 2  # the invalid point and the unknown one without a value
+        assert np.array_equal(a.estimation.output["node"]["u_pu"], b.estimation.output["node"]["u_pu"])
+
+
+def test_points_the_cycle_cannot_use_are_named_together_and_others_are_ignored(grid: Grid) -> None:
+    from opendso.errors import PointMapError
+
+    points = points_of(grid)
+    line = str(grid.names_of("line")[0])
+    points["line/tap"] = (line, "tap")  # not an input of the estimate: ignored
+    points["line/fpi"] = (line, "fpi")
+    cycle = RealTimeCycle(grid, points)
+    assert "line/tap" not in cycle.telemetry.channels.tolist()
+    gen = str(grid.names_of("sym_gen")[0])
+    points["gen/p"] = (gen, "p")  # a generator's own p is no placement of the estimate
+    points["x/u"] = ("no such bus", "u")
+    with pytest.raises(PointMapError) as info:
+        RealTimeCycle(grid, points)
+    assert [f.point for f in info.value.findings] == ["gen/p", "x/u"]
+    assert "the real-time cycle cannot use 'p'" in str(info.value)

@@ -27,11 +27,12 @@ import numpy as np
 import pytest
 from power_grid_model import MeasuredTerminalType
 
-from opendso.calc import estimation as est
-from opendso.calc.powerflow import PowerFlowResult, run_power_flow
+from opendso import calc as est
+from opendso.calc import PowerFlowResult, run_power_flow
+from opendso.calc.measurement_file import FILE_COLUMNS
 from opendso.errors import InputError
+from opendso.grid import from_pandapower
 from opendso.grid.model import Grid
-from opendso.grid.pandapower_io import from_pandapower
 from opendso.grid.sources import load_simbench_net
 
 PF_TOL_PU = 1e-6
@@ -265,6 +266,61 @@ def test_normalised_residuals_are_standard_normal_without_gross_errors(mv: Case,
     assert weighted_spread < 0.9
 
 
+# -- the iteration tolerance follows the measurement accuracy ----------------------------------------
+# The default tolerance (1e-6 p.u. for these 0.5 % meters, see opendso.calc.estimation) against
+# power-grid-model's 1e-8: the same error against the true state, the same bad-data findings.
+# The slowest-converging case (a 100,000-node feeder) is in test_estimation_tolerance.py.
+
+TOLERANCE_RMS_GROWTH_MAX = 0.01  # relative growth of the RMS error against the true voltages
+NORMALISED_RESIDUAL_TOL = 1e-3  # absolute, in units of the residual's standard deviation
+
+
+def test_default_tolerance_estimate_is_as_close_to_the_truth(mv: Case) -> None:
+    on = _energized(mv)
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        truth = _true_state(mv, rng)
+        for level, (fv, fb) in REDUNDANCY_LEVELS.items():
+            placements = est.place_measurements(mv.grid, voltage_fraction=fv, branch_fraction=fb, rng=rng)
+            meas = est.measurements_from_power_flow(mv.grid, truth, noise=1.0, rng=rng, placements=placements)
+            tight = est.run_state_estimation(mv.grid, meas, normalise=False, error_tolerance=1e-8)
+            default = est.run_state_estimation(mv.grid, meas, normalise=False)
+            assert tight.converged, (level, tight.error)
+            assert default.converged, (level, default.error)
+            assert default.error_tolerance == pytest.approx(1e-6)
+            rms = {
+                name: float(np.sqrt(np.mean((r.node_u_pu() - truth.node_u_pu())[on] ** 2)))
+                for name, r in (("tight", tight), ("default", default))
+            }
+            assert rms["default"] <= (1 + TOLERANCE_RMS_GROWTH_MAX) * rms["tight"], (seed, level, rms)
+            assert np.abs(default.node_u_pu() - tight.node_u_pu())[on].max() <= 3.3 * default.error_tolerance
+
+
+@pytest.mark.parametrize("where", [None, *GROSS_ERRORS])
+def test_default_tolerance_finds_the_same_bad_data(
+    mv: Case, noisy_mv: dict[str, np.ndarray], where: str | None
+) -> None:
+    meas = {c: a.copy() for c, a in noisy_mv.items()}
+    if where is not None:
+        component, field, sigma_field, row = GROSS_ERRORS[where]
+        meas[component][field][row] += 20 * meas[component][sigma_field][row]
+    tight = est.run_state_estimation(mv.grid, meas, error_tolerance=1e-8)
+    default = est.run_state_estimation(mv.grid, meas)
+    assert default.suspects == tight.suspects
+    np.testing.assert_array_equal(default.residuals["sensor"], tight.residuals["sensor"])
+    for column in ("sensitivity", "normalised"):
+        np.testing.assert_array_equal(np.isfinite(default.residuals[column]), np.isfinite(tight.residuals[column]))
+    np.testing.assert_allclose(
+        default.residuals["normalised"], tight.residuals["normalised"], atol=NORMALISED_RESIDUAL_TOL
+    )
+    np.testing.assert_allclose(
+        default.residuals["sensitivity"], tight.residuals["sensitivity"], atol=NORMALISED_RESIDUAL_TOL
+    )
+    assert [r["sensor"] for r in default.to_dict()["above_threshold"]] == [
+        r["sensor"] for r in tight.to_dict()["above_threshold"]
+    ]
+
+
 # -- measurement files -----------------------------------------------------------------------------
 
 
@@ -292,7 +348,7 @@ def _file_rows(case: Case) -> list[dict[str, Any]]:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> Path:
-    columns = columns or list(est.FILE_COLUMNS)
+    columns = columns or list(FILE_COLUMNS)
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from opendso.store import Event, Historian, StoreInputError
+from opendso.errors import StoreInputError
+from opendso.store import Event, Historian
 
 
 @pytest.fixture
@@ -80,3 +81,34 @@ def test_bad_events_are_named_and_append_nothing(historian: Historian, kwargs: d
     with pytest.raises(StoreInputError, match=message):
         historian.events.append(kind, **kwargs)
     assert [e.kind for e in historian.events.read()] == ["first"]
+
+
+def test_find_filters_by_kind_time_and_sequence(historian: Historian) -> None:
+    log = historian.events
+    t0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    kinds = ["alarm.raised", "shift.note", "alarm.cleared", "alarmXraised", "ALARM.acknowledged", "alarm.raised"]
+    appended = [
+        log.append(kind, actor="op", element=f"e{i}", ts=t0 + timedelta(minutes=i)) for i, kind in enumerate(kinds)
+    ]
+    seqs = [e.seq for e in appended]
+    assert log.find() == appended
+    assert [e.seq for e in log.find(kind="shift.note")] == [seqs[1]]
+    # the prefix is literal text: "." is no wildcard, and neither are "%" and "_"
+    alarm = [e.seq for e in log.find(kind_prefix="alarm.")]
+    assert {seqs[0], seqs[2], seqs[5]} <= set(alarm)
+    assert seqs[3] not in alarm
+    assert log.find(kind_prefix="%") == []
+    assert log.find(kind_prefix="alarm_") == []
+    window = log.find(start=t0 + timedelta(minutes=1), end=t0 + timedelta(minutes=3))  # start <= ts < end
+    assert [e.seq for e in window] == seqs[1:3]
+    assert [e.seq for e in log.find(kind="alarm.raised", newest_first=True)] == [seqs[5], seqs[0]]
+    assert [e.seq for e in log.find(before=seqs[3], newest_first=True, limit=2)] == [seqs[2], seqs[1]]
+    assert log.find(kind="alarm.raised", start=t0 + timedelta(hours=1)) == []
+
+
+def test_find_refuses_naive_times(historian: Historian) -> None:
+    historian.events.append("alarm.raised", actor="op")
+    with pytest.raises(StoreInputError, match="naive start"):
+        historian.events.find(start=datetime(2026, 5, 1, 12, 0))
+    with pytest.raises(StoreInputError, match="naive end"):
+        historian.events.find(end=datetime(2026, 5, 1, 12, 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import opendso
 import opendso.calc
 import opendso.grid
+import opendso.grid.io
 import opendso.store
 import opendso.telemetry
 
@@ -35,16 +36,33 @@ EXPECTED = {
         "write_pandapower_json",
         "write_pgm_json",
     },
+    opendso.grid.io: {
+        "from_pandapower",
+        "read_opendss",
+        "read_pgm_json",
+        "to_pandapower",
+        "write_pandapower_json",
+        "write_pgm_json",
+    },
     opendso.calc: {
+        "DEFAULT_ACCURACY",
+        "Accuracy",
         "Case",
+        "EstimationMethod",
         "EstimationResult",
         "FaultType",
-        "Limits",
-        "Method",
+        "MeasurementFileError",
+        "Measurements",
         "ParquetWriter",
+        "PowerFlowMethod",
         "PowerFlowResult",
         "ShortCircuitResult",
         "TimeSeriesResult",
+        "ViolationLimits",
+        "combine_measurements",
+        "measurements_from_power_flow",
+        "place_measurements",
+        "pseudo_measurements",
         "read_measurements",
         "run_power_flow",
         "run_short_circuit",
@@ -68,6 +86,10 @@ EXPECTED = {
     },
     opendso.telemetry: {
         "AdapterCounters",
+        "CommandKind",
+        "CommandOutcome",
+        "CommandRequest",
+        "CommandResult",
         "FieldServer",
         "FieldSimulator",
         "ModbusFieldServer",
@@ -88,7 +110,7 @@ EXPECTED = {
         "PointMapError",
         "PointMapFinding",
         "Quality",
-        "Source",
+        "Connection",
         "TelemetryAdapter",
         "assert_valid_against_grid",
         "modbus_pollers",

@@ -30,11 +30,9 @@ from power_grid_model.utils import json_deserialize_from_file
 
 from opendso.calc.powerflow import run_power_flow
 from opendso.errors import GridSourceError, InputError
-from opendso.grid import pgm_io
+from opendso.grid import from_pandapower, read_pgm_json, to_pandapower, write_pandapower_json, write_pgm_json
+from opendso.grid.io import atomic
 from opendso.grid.model import Grid
-from opendso.grid.pandapower_export import to_pandapower, write_pandapower_json
-from opendso.grid.pandapower_io import from_pandapower
-from opendso.grid.pgm_io import read_pgm_json, write_pgm_json
 from opendso.grid.sources import load_grid, load_simbench_net
 
 pp = pytest.importorskip("pandapower")
@@ -488,7 +486,7 @@ def test_failed_write_removes_the_temporary_file(tmp_path: Path, monkeypatch: py
     def fail(_fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pgm_io.os, "fsync", fail)
+    monkeypatch.setattr(atomic.os, "fsync", fail)
     with pytest.raises(InputError, match="No space left"):
         write_pgm_json(_feature_grid(), path)
     assert path.read_text() == "previous content"

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from leaks import assert_no_leaks
 
+from opendso.errors import PointMapError
 from opendso.grid.model import Grid
-from opendso.telemetry.iec104 import Iec104Server
-from opendso.telemetry.iec104_link import LinkParameters
-from opendso.telemetry.points import Point, PointMap, PointMapError, parse_point_map, point_map_for_grid
+from opendso.telemetry.iec104 import Iec104Server, LinkParameters
+from opendso.telemetry.points import Point, PointMap, parse_point_map, point_map_for_grid
 from opendso.telemetry.simulator import FieldSimulator, with_fault_indicators
 
 FAST = LinkParameters(t0_s=2, t1_s=3, t2_s=1, t3_s=2)

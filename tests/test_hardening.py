@@ -22,11 +22,12 @@ from serving import PASSWORD, app_of, control_room, serving
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from opendso.cli.users import users_command
 from opendso.grid.model import Grid
 from opendso.runtime import ControlRoomProcess
 from opendso.service import ControlRoom
 from opendso.service.app import CSP
-from opendso.service.security import CSRF_HEADER, SESSION_COOKIE, Security, check_password, users_command
+from opendso.service.security import CSRF_HEADER, SESSION_COOKIE, Security, check_password
 from opendso.service.server import plain_http_warning
 from opendso.store.integrity import sealer_of
 

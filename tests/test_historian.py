@@ -24,16 +24,8 @@ from alembic.runtime.migration import MigrationContext
 from conftest import postgres_or_skip
 from sqlalchemy.engine import make_url
 
-from opendso.store import (
-    DiskBuffer,
-    Historian,
-    Measurement,
-    Quality,
-    StoreInputError,
-    StoreUnavailableError,
-    UnknownPointError,
-    migrate,
-)
+from opendso.errors import StoreInputError, StoreUnavailableError, UnknownPointError
+from opendso.store import DiskBuffer, Historian, Measurement, Quality, migrate
 from opendso.store.buffer import NO_SEQ, ROW_DTYPE
 from opendso.store.quality import ALL_QUALITY_BITS
 from opendso.store.schema import metadata

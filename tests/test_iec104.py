@@ -28,7 +28,7 @@ else:
 from leaks import assert_no_leaks
 
 from opendso.grid.model import Grid
-from opendso.telemetry import Measurement, Quality
+from opendso.telemetry import CommandOutcome, Measurement, Quality
 from opendso.telemetry.iec104 import Iec104Client, Iec104Server, LinkParameters
 from opendso.telemetry.points import PointMap, parse_point_map, point_map_for_grid
 from opendso.telemetry.simulator import FieldSimulator
@@ -205,16 +205,18 @@ async def test_commands_round_trip(server: Iec104Server) -> None:
     async with client_for(server.port) as client:
         await collect(client, all_good)
         await wait_for(lambda: client.connected)
-        assert await client.send_double_command("breaker", closed=False)
+        assert (await client.operate_switch("breaker", closed=False)).outcome == CommandOutcome.COMPLETED
         latest = await collect(client, lambda d: "breaker" in d)  # returned by the RTU
         assert latest["breaker"].value == 0.0
-        assert await client.send_setpoint("float", 2_000.0)
-        assert await client.send_setpoint("scaled", 50.0)
-        assert not await client.send_single_command("single", on=False)
-        with pytest.raises(ValueError, match="takes no set-point"):
-            await client.send_setpoint("breaker", 1.0)
-        with pytest.raises(KeyError, match="no iec104 point 'nope'"):
-            await client.send_single_command("nope", on=True)
+        assert (await client.send_setpoint("float", 2_000.0)).outcome == CommandOutcome.COMPLETED
+        assert (await client.send_setpoint("scaled", 50.0)).outcome == CommandOutcome.COMPLETED
+        assert (await client.operate_switch("single", closed=False)).outcome == CommandOutcome.REFUSED
+        not_a_setpoint = await client.send_setpoint("breaker", 1.0)
+        assert not_a_setpoint.outcome == CommandOutcome.REFUSED
+        assert "takes no set-point" in not_a_setpoint.reason
+        unknown = await client.operate_switch("nope", closed=True)
+        assert unknown.outcome == CommandOutcome.REFUSED
+        assert "no IEC 104 point 'nope'" in unknown.reason
     assert received == [("breaker", 0.0), ("float", 2_000.0), ("scaled", pytest.approx(50.0)), ("single", 0.0)]
     assert server.value("float")[0] == 2_000.0
     assert server.value("single")[0] == 1.0  # refused: unchanged
@@ -232,18 +234,24 @@ async def test_client_reports_negative_and_missing_confirmations_as_refusals(ser
     async with client_for(server.port, point_map=make_map(server.port, points=ghost), command_timeout_s=1.0) as client:
         await wait_for(lambda: client.connected)
         # by default the client selects before it operates a switch, and sets points directly
-        assert await client.send_double_command("breaker", closed=False)
-        assert await client.send_setpoint("float", 3_000.0)
+        assert (await client.operate_switch("breaker", closed=False)).outcome == CommandOutcome.COMPLETED
+        assert (await client.send_setpoint("float", 3_000.0)).outcome == CommandOutcome.COMPLETED
         # COT 47 from the RTU (no confirmation at all): a refusal, once the command timeout is over
-        assert not await client.send_single_command("ghost", on=True)
+        ghost_result = await client.operate_switch("ghost", closed=True)
+        assert ghost_result.outcome == CommandOutcome.REFUSED
+        assert "COT 47" in ghost_result.reason
     async with client_for(server.port, select_before_operate=False) as direct:
         await wait_for(lambda: direct.connected)
         # executing a select-before-operate object directly: ACT_CON P/N = 1, reported as refused
-        assert not await direct.send_double_command("breaker", closed=True)
+        refused = await direct.operate_switch("breaker", closed=True)
+        assert refused.outcome == CommandOutcome.REFUSED
+        assert "to the execute" in refused.reason
     async with client_for(server.port, select_before_operate=True) as selecting:
         await wait_for(lambda: selecting.connected)
         # selecting a direct-operate object: the select is confirmed negatively, nothing is executed
-        assert not await selecting.send_setpoint("float", 4_000.0)
+        refused = await selecting.send_setpoint("float", 4_000.0)
+        assert refused.outcome == CommandOutcome.REFUSED
+        assert "to the select" in refused.reason
     assert received == [("breaker", 0.0), ("float", 3_000.0)]
     assert server.value("breaker")[0] == 0.0
     assert server.value("float")[0] == 3_000.0
@@ -265,12 +273,13 @@ async def test_field_simulator_rtu_takes_and_refuses_a_real_clients_commands(
         async with client_for(port, point_map=point_map, command_timeout_s=5.0) as client:
             await wait_for(lambda: client.connected, timeout=15)
             assert sim.switch_closed(breaker.element)
-            assert await client.send_double_command(breaker.name, closed=False)
+            done = await client.operate_switch(breaker.name, closed=False)
+            assert done.outcome == CommandOutcome.COMPLETED, done.reason
             assert not sim.switch_closed(breaker.element)
             latest = await collect(client, lambda d: d.get(breaker.name) is not None and d[breaker.name].value == 0.0)
             assert latest[breaker.name].quality == Quality.GOOD
             # the twin refuses a set-point on a voltage measurement: a negative confirmation, a refusal
-            assert not await client.send_setpoint(sensor.name, 10_000.0)
+            assert (await client.send_setpoint(sensor.name, 10_000.0)).outcome == CommandOutcome.REFUSED
     assert (sim.counters.commands, sim.counters.refused_commands) == (2, 1)
 
 
@@ -278,7 +287,7 @@ async def test_field_simulator_rtu_takes_and_refuses_a_real_clients_commands(
 async def test_command_without_connection_is_not_confirmed() -> None:
     client = client_for(_closed_port())
     async with client:
-        assert not await client.send_single_command("single", on=True)
+        assert (await client.operate_switch("single", closed=True)).outcome == CommandOutcome.REFUSED
 
 
 def _closed_port() -> int:

@@ -19,21 +19,22 @@ import sqlalchemy as sa
 from conftest import UNLIMITED_LOGINS
 from fastapi.testclient import TestClient
 
+from opendso.cli.audit import audit_reseal_command, audit_verify_command
+from opendso.cli.users import users_command
+from opendso.errors import AuthError, IntegrityKeyMissingError
 from opendso.service import ServiceSettings, create_app
 from opendso.service.audit import (
     GENESIS_HASH,
     AuditTrail,
-    audit_reseal_command,
-    audit_verify_command,
     integrity_report,
     record_hash,
     verify_chain,
 )
-from opendso.service.security import AuthError, Role, Security, SecuritySettings, users_command
+from opendso.service.security import Role, Security, SecuritySettings
 from opendso.store import Historian, migrate
 from opendso.store.engine import create_engine
 from opendso.store.events import verify_events
-from opendso.store.integrity import IntegrityKeyMissingError, audit_body, sealer_of
+from opendso.store.integrity import audit_body, sealer_of
 from opendso.store.schema import events
 from opendso.store.security_schema import audit, sessions, users
 

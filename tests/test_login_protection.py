@@ -10,6 +10,7 @@ from configured proxies.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -29,11 +30,13 @@ from conftest import _cached_grid
 from fastapi.testclient import TestClient
 from serving import FAST, PASSWORD, app_of, control_room, serving
 
+from opendso.cli.users import users_command
+from opendso.errors import ThrottledError
 from opendso.grid.model import Grid
 from opendso.runtime import ControlRoomProcess
 from opendso.service import ControlRoom, Security, ServiceSettings
 from opendso.service.login_gate import LoginGate, LoginLimits
-from opendso.service.security import CSRF_HEADER, SecuritySettings, ThrottledError, users_command
+from opendso.service.security import CSRF_HEADER, SecuritySettings
 from opendso.store.security_schema import audit, login_throttle
 
 CODE = "simbench:1-MV-urban--0-sw"
@@ -119,7 +122,8 @@ def test_unknown_names_are_throttled_too_but_not_stored(room: ControlRoom) -> No
 def test_users_list_shows_throttles_and_users_enable_lifts_them(
     room: ControlRoom, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    app = app_of(room)
+    # a throttle long enough to outlast a busy machine: only `users enable` may lift it here
+    app = app_of(room, security=dataclasses.replace(FAST, throttle_base=timedelta(minutes=5)))
     attacker = client_from(app, "203.0.113.7")
     for _ in range(5):
         try_login(attacker, "engineer", "guess guess guess")

@@ -66,3 +66,58 @@ async def test_monitor_stores_everything_and_logs_a_breaker_trip(grid: Grid, tmp
     seqs = [e.seq for e in historian.events.read()]
     assert seqs == sorted(seqs)
     historian.close()
+
+
+@pytest.mark.asyncio
+async def test_every_subscriber_gets_every_cycle_and_one_that_raises_stops_nothing(
+    grid: Grid, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    point_map = point_map_for_grid(grid, protocol="mqtt")
+    historian = Historian.open(f"sqlite:///{tmp_path / 'h.db'}")
+    adapter = InProcessAdapter(name="field")
+    first: list[CycleResult] = []
+    last: list[CycleResult] = []
+
+    def broken(result: CycleResult) -> None:
+        raise RuntimeError("a subscriber's own bug")
+
+    monitor = Monitor(
+        grid, point_map, historian, [adapter], settings=CycleSettings(period_s=0.1), on_cycle=[first.append, broken]
+    )
+    monitor.subscribe(last.append)
+    assert monitor.subscribers == (first.append, broken, last.append)
+    t0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    known = {p.name for p in point_map.points}
+
+    async def feed() -> None:
+        await adapter.push([m for m in _field(grid, t0) if m.point in known])
+        while len(last) < 3:
+            await asyncio.sleep(0.05)
+        monitor.stop()
+
+    with caplog.at_level("ERROR", logger="opendso.operations.monitor"):
+        await asyncio.gather(monitor.run(duration_s=30), feed())
+    assert len(first) == len(last) >= 3  # the cycles went on, and the subscriber after the broken one got each
+    assert [r.time for r in first] == [r.time for r in last]
+    failures = [r for r in caplog.records if "cycle_subscriber_failed" in r.getMessage()]
+    assert len(failures) == len(first)
+    assert "broken" in failures[0].getMessage()
+    historian.close()
+
+
+def test_the_latest_values_are_arrays_by_point_index_and_can_be_replaced(grid: Grid, tmp_path: Path) -> None:
+    point_map = point_map_for_grid(grid, protocol="mqtt")
+    historian = Historian.open(f"sqlite:///{tmp_path / 'h.db'}")
+    monitor = Monitor(grid, point_map, historian, [InProcessAdapter(name="field")])
+    t0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    name = point_map.points[3].name
+    monitor.accept([Measurement(name, t0, 5.0), Measurement(name, t0 - timedelta(seconds=1), 6.0)])
+    assert monitor.latest.names == tuple(p.name for p in point_map.points)
+    assert monitor.latest.value[3] == 5.0
+    assert monitor.latest[name].value == 5.0
+    assert (monitor.stats.measurements, monitor.stats.batches) == (2, 1)
+    monitor.latest = {name: Measurement(name, t0, 7.0)}
+    assert monitor.latest.value[3] == 7.0
+    assert len(monitor.latest) == 1
+    assert monitor.run_cycle(t0).bad_points == 0
+    historian.close()

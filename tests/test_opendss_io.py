@@ -19,8 +19,8 @@ import pytest
 
 from opendso.calc.powerflow import run_power_flow
 from opendso.errors import GridSourceError
+from opendso.grid import read_opendss
 from opendso.grid.model import SIDE_FROM, SIDE_TO
-from opendso.grid.opendss_io import read_opendss
 from opendso.grid.sources import load_grid
 
 DATA = Path(__file__).parent / "data" / "opendss"

@@ -17,8 +17,8 @@ from power_grid_model import LoadGenType
 
 from opendso.calc.powerflow import run_power_flow
 from opendso.errors import GridSourceError
+from opendso.grid import from_pandapower
 from opendso.grid.model import Grid
-from opendso.grid.pandapower_io import from_pandapower
 
 TOL_PQ_PU = 1e-5
 TOL_PV_PU = 1e-4

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from opendso.errors import InputError
+from opendso.errors import InputError, PointMapError
 from opendso.grid.model import Grid
 from opendso.telemetry import (
-    PointMapError,
     Quality,
     assert_valid_against_grid,
     point_map_for_grid,
@@ -247,3 +246,44 @@ def test_quality_maps_iec104_qds() -> None:
     assert Quality.from_qds(0x10) is Quality.BLOCKED
     assert Quality.from_qds(0x20) is Quality.SUBSTITUTED
     assert Quality.from_qds(0xFF) == Quality.OV | Quality.BL | Quality.SB | Quality.NT | Quality.IV
+
+
+def test_names_with_control_characters_round_trip_as_valid_toml(tmp_path: Path) -> None:
+    import tomllib
+
+    from opendso.telemetry.points import Connection, Point, PointMap
+
+    hostile = 'bus "7"\\\x00\x01\x08\t\n\r\x1b\x7f \u202e \U0001f525 \'"""'
+    sources = {
+        "rtu 1\x1f": Connection("rtu 1\x1f", "modbus", port=502, poll_groups={"fast\x02": 1.0}),
+        "broker": Connection("broker", "mqtt", topic_prefix="a/\x03"),
+        "sub": Connection("sub", "iec104", port=2404, common_address=9),
+    }
+    points = (
+        Point(hostile, hostile, "p", "W", "rtu 1\x1f", register=0, poll_group="fast\x02", min_value=-1.5),
+        Point("m", "e\x1e", "u", "V", "broker", topic="t\x04", key="k\x05"),
+        Point("s", "sw", "switch", "", "sub", common_address=9, ioa=1, type="M_DP_NA_1"),
+    )
+    pm = PointMap("x.toml", sources, points)
+    path = write_point_map(pm, tmp_path / "hostile.toml")
+    text = path.read_text(encoding="utf-8")
+    tomllib.loads(text)  # valid TOML
+    assert "\x00" not in text
+    assert "\x1b" not in text
+    back = read_point_map(path)
+    assert back.points == pm.points
+    assert dict(back.sources) == dict(pm.sources)
+    assert not (tmp_path / "hostile.toml.tmp").exists()
+
+
+def test_connections_are_read_from_the_files_sources_tables(tmp_path: Path) -> None:
+    from typing import get_args
+
+    from opendso.telemetry.points import PROTOCOLS, Connection, ProtocolName
+
+    path = tmp_path / "points.toml"
+    path.write_text(GOOD)
+    pm = read_point_map(path)
+    assert all(isinstance(c, Connection) for c in pm.sources.values())
+    assert pm.point("T1/p").source == "rtu-1"
+    assert get_args(ProtocolName) == PROTOCOLS

@@ -3,7 +3,7 @@
 Every folder under ``tests/data/reference/power_flow_asym/`` with a ``params.json`` is a case:
 a network from ``pandapower.networks`` (with optional transformer overrides), and an
 ``expected.json`` written by pandapower's ``runpp_3ph`` through ``generate_expected.py``. The test
-imports the network with :func:`~opendso.grid.pandapower_io.from_pandapower`, runs
+imports the network with :func:`~opendso.grid.from_pandapower`, runs
 power-grid-model's unbalanced power flow and compares the voltage magnitude of every phase of
 every bus within the case's ``atol_u_pu``. A case whose ``params.json`` has ``xfail`` documents a
 known modelling difference (strict: the test fails once the difference is gone, so the marker
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from opendso.calc.powerflow import run_power_flow
-from opendso.grid.pandapower_io import from_pandapower
+from opendso.grid import from_pandapower
 
 DATA = Path(__file__).parent / "data" / "reference" / "power_flow_asym"
 CASES = sorted(p.parent for p in DATA.glob("*/params.json"))

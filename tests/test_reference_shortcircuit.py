@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from opendso.calc.shortcircuit import run_short_circuit
+from opendso.grid import from_pandapower
 from opendso.grid.model import Grid
-from opendso.grid.pandapower_io import from_pandapower
 
 ROOT = Path(__file__).parent / "data" / "reference" / "short_circuit"
 

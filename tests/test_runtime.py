@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from conftest import _cached_grid
 
-from opendso.demo import describe_demo_day
+from opendso.demo import demo_scenario, demo_start_step, describe_demo_day
 from opendso.errors import InputError
 from opendso.grid.model import Grid
 from opendso.operations.cycle import CycleResult
-from opendso.runtime import ControlRoomProcess, demo_scenario, demo_start_step, free_port
+from opendso.runtime import ControlRoomProcess, free_port
 from opendso.service.audit import AuditTrail
 from opendso.service.server import bind_socket
 from opendso.store import Historian

@@ -24,7 +24,7 @@ from test_cycle import field_readings, points_of
 
 from opendso.grid.model import Grid
 from opendso.measurement import Measurement
-from opendso.operations.cycle import Reading, RealTimeCycle
+from opendso.operations.cycle import RealTimeCycle
 from opendso.quality import Quality
 from opendso.service import ControlRoom, Role, Security, ServiceSettings, create_app, ensure_admin, schematic_layout
 from opendso.service.security import CSRF_HEADER, SESSION_COOKIE, SecuritySettings
@@ -61,7 +61,8 @@ def _service(grid: Grid, folder: Path) -> Service:
     room = ControlRoom(grid, historian, cycle=cycle, points=points, clock=lambda: T0 + timedelta(seconds=1))
     readings = field_readings(grid, T0)
     bad_point = sorted(readings)[0]
-    readings[bad_point] = Reading(readings[bad_point].value, int(Quality.INVALID), T0)  # a telemetry failure alarm
+    # a telemetry failure alarm
+    readings[bad_point] = Measurement(bad_point, T0, readings[bad_point].value, int(Quality.INVALID))
     trend_point = sorted(readings)[1]
     historian.write([Measurement(trend_point, T0 + timedelta(seconds=k), 10.0 + k, 0) for k in range(3)])
     room.run_cycle(readings, T0)
@@ -495,3 +496,77 @@ async def test_outbox_conflates_states_and_keeps_alarms_in_order() -> None:
         box.offer("alarm", f"a{k}")
     assert box.dropped == 2  # past the limit the oldest alarm message goes
     assert [await box.get() for _ in range(len(box))] == ["a2", "a3", "a4"]
+
+
+@pytest.mark.asyncio
+async def test_fanout_reaches_subscribers_from_any_thread_and_forgets_closed_loops() -> None:
+    import asyncio
+    import threading
+
+    from opendso.service.controlroom.fanout import Fanout
+
+    fanout = Fanout()
+    box = fanout.subscribe()
+    assert len(fanout) == 1
+    sender = threading.Thread(target=lambda: fanout.send({"type": "alarm", "n": 1, "text": 'a "quoted" ]'}))
+    sender.start()
+    sender.join()
+    assert json.loads(await asyncio.wait_for(box.get(), 5)) == {"type": "alarm", "n": 1, "text": 'a "quoted" ]'}
+    with pytest.raises(ValueError, match="Out of range float values"):
+        fanout.send({"type": "state", "u": float("nan")})  # never invalid JSON on the wire
+    from opendso.service.controlroom.fanout import Outbox, _Subscriber
+
+    closed = asyncio.new_event_loop()
+    closed.close()
+    fanout._subscribers.append(_Subscriber(closed, Outbox()))  # a client whose loop has gone
+    assert len(fanout) == 2
+    fanout.send_text("status", b'{"type":"status"}')
+    assert len(fanout) == 1
+    assert await asyncio.wait_for(box.get(), 5) == '{"type":"status"}'
+    fanout.unsubscribe(box)
+    fanout.unsubscribe(box)  # twice is harmless
+    assert len(fanout) == 0
+
+
+#: Routes anyone may call (they authenticate the caller themselves) and routes that read their body
+#: themselves and so check the session in their own code (before the body is read).
+PUBLIC = {("POST", "/api/auth/login"), ("POST", "/api/auth/token"), ("GET", "/api/docs"), ("GET", "/")}
+SESSION_IN_BODY = {
+    ("POST", "/api/auth/password"),
+    ("POST", "/api/users"),
+    ("POST", "/api/users/{username}/password"),
+}
+
+
+def test_every_route_states_its_permission(shared: Service) -> None:
+    """A new router cannot forget the permission dependency: every route but the public ones has one."""
+    from fastapi.routing import APIRoute
+
+    from opendso.service.routes import ROUTERS
+    from opendso.service.routes.deps import current_session
+
+    def calls(dependant: object) -> set[object]:
+        found: set[object] = set()
+        for dep in getattr(dependant, "dependencies", []):
+            found.add(dep.call)
+            found |= calls(dep)
+        return found
+
+    checked = []
+    for route in (r for router in ROUTERS for r in router.routes):
+        if not isinstance(route, APIRoute):
+            continue
+        for method in route.methods:
+            if (method, route.path) in PUBLIC:
+                continue
+            checked.append((method, route.path))
+            deps = calls(route.dependant)
+            guarded = current_session in deps or any(
+                getattr(c, "__qualname__", "").startswith("require.") for c in deps
+            )
+            assert guarded or (method, route.path) in SESSION_IN_BODY, f"{method} {route.path} has no permission check"
+    assert len(checked) > 30
+    anonymous = TestClient(shared.app)
+    for method, path in SESSION_IN_BODY:
+        response = anonymous.request(method, path.replace("{username}", "viewer"), json={})
+        assert response.status_code == 401, (path, response.text)

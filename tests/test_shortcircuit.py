@@ -20,8 +20,8 @@ from power_grid_model import PowerGridModel
 
 from opendso.calc.shortcircuit import Case, FaultType, run_short_circuit, voltage_factor
 from opendso.errors import InputError
+from opendso.grid import from_pandapower
 from opendso.grid.model import Grid
-from opendso.grid.pandapower_io import from_pandapower
 
 SK_MAX_MVA = 500.0
 SK_MIN_MVA = 300.0

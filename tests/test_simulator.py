@@ -25,21 +25,14 @@ import simbench
 from leaks import assert_no_leaks
 from pymodbus.client import AsyncModbusTcpClient
 
-from opendso.errors import InputError
+from opendso.errors import CommandError, InputError, ScenarioError
 from opendso.grid.model import Grid
 from opendso.grid.sources import load_simbench_net
 from opendso.telemetry import Measurement, ModbusPoller, MqttSubscriber, Quality
 from opendso.telemetry.modbus import encode_value
 from opendso.telemetry.points import Point, PointMap, point_map_for_grid
-from opendso.telemetry.scenario import (
-    Scenario,
-    ScenarioError,
-    ScenarioEvent,
-    parse_scenario,
-    read_scenario,
-    scenario_of,
-)
-from opendso.telemetry.simulator import CommandError, FieldSimulator, with_fault_indicators
+from opendso.telemetry.scenario import Scenario, ScenarioEvent, parse_scenario, read_scenario, scenario_of
+from opendso.telemetry.simulator import FieldSimulator, with_fault_indicators
 
 CODE = "1-MV-urban--0-sw"
 SOURCE = f"simbench:{CODE}"

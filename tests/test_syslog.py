@@ -21,7 +21,8 @@ import pytest
 import sqlalchemy as sa
 from conftest import require_service
 
-from opendso.service.audit import AuditTrail, audit_verify_command
+from opendso.cli.audit import audit_verify_command
+from opendso.service.audit import AuditTrail
 from opendso.service.security import Security, SecuritySettings
 from opendso.service.syslog import SyslogForwarder, SyslogSettings, compare_with_copy, parse_copy
 from opendso.store import Historian

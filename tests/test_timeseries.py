@@ -10,8 +10,8 @@ import pandapower as pp
 import pyarrow.parquet as pq
 import simbench
 
-from opendso.calc.timeseries import ParquetWriter, run_time_series
-from opendso.grid.pandapower_io import from_pandapower
+from opendso.calc import ParquetWriter, run_time_series
+from opendso.grid import from_pandapower
 
 CODE = "1-LV-semiurb4--0-sw"
 STEPS = (0, 1234, 17000, 35135)

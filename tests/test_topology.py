@@ -17,8 +17,8 @@ import pandapower as pp
 import pandapower.topology as ppt
 import pytest
 
+from opendso.grid import from_pandapower
 from opendso.grid.model import Grid, empty_component
-from opendso.grid.pandapower_io import from_pandapower
 from opendso.grid.sources import load_simbench_net
 from opendso.grid.topology import (
     Topology,

@@ -29,9 +29,10 @@ import httpx
 import pytest
 from conftest import UNLIMITED_LOGINS, _cached_grid
 
+from opendso.demo import demo_scenario, demo_start_step
 from opendso.errors import InputError
 from opendso.grid.model import Grid
-from opendso.runtime import ControlRoomProcess, demo_scenario, demo_start_step
+from opendso.runtime import ControlRoomProcess
 from opendso.service import ControlRoom, Security, ServiceSettings, create_app
 from opendso.service.security import SecuritySettings
 from opendso.store import Historian

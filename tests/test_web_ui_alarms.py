@@ -19,7 +19,8 @@ import pytest
 from conftest import UNLIMITED_LOGINS, _cached_grid
 from test_web_ui import FAST, PASSWORD, _login, _new_page, _shot, browser
 
-from opendso.runtime import ControlRoomProcess, _feeder_breaker
+from opendso.demo import feeder_breaker as _feeder_breaker
+from opendso.runtime import ControlRoomProcess
 from opendso.service import Security, ServiceSettings
 from opendso.telemetry.scenario import scenario_of
 

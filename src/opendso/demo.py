@@ -1,13 +1,22 @@
-"""The scripted day of `opendso run`: its timetable, as data (light to import: ``--help`` shows it).
+"""The scripted day of `opendso run`: its timetable as data, and the scenario, breaker and start it gives a grid.
 
-:func:`opendso.runtime.demo_scenario` turns :data:`DEMO_DAY` into the field simulator's scenario;
-``opendso run --help`` and the README print it with :func:`describe_demo_day`, so the three never
-disagree.
+:data:`DEMO_DAY` is the timetable; :func:`demo_scenario` turns it into the field simulator's
+scenario on a grid (the breaker it trips is :func:`feeder_breaker`'s choice) and
+:func:`demo_start_step` finds the morning it starts on. ``opendso run --help`` and the README print
+it with :func:`describe_demo_day`, so the three never disagree. Light to import (``--help`` shows
+the timetable): numpy, the grid's topology and the scenario are imported when a grid is given.
 """
 
 from __future__ import annotations
 
 import textwrap
+from typing import TYPE_CHECKING
+
+from opendso.settings import RunConfig
+
+if TYPE_CHECKING:
+    from opendso.grid import Grid
+    from opendso.telemetry.scenario import Scenario
 
 __all__ = [
     "DEFAULT_SPEED",
@@ -15,11 +24,15 @@ __all__ = [
     "DEMO_LOAD_RAMP_FACTOR",
     "DEMO_PV_PEAK_FACTOR",
     "DEMO_START_HOUR",
+    "demo_scenario",
+    "demo_start_step",
     "describe_demo_day",
+    "feeder_breaker",
 ]
 
-#: Simulated seconds per real second of `opendso run`: a simulated day in 24 real minutes.
-DEFAULT_SPEED = 60.0
+#: Simulated seconds per real second of `opendso run` unless configured (``OPENDSO_RUN_SPEED``, ``--speed``):
+#: a simulated day in 24 real minutes. The default of :class:`opendso.settings.RunConfig`.
+DEFAULT_SPEED: float = RunConfig.model_fields["speed"].default
 #: The scripted day starts at this simulated hour (on 21 June of the profiles' year).
 DEMO_START_HOUR = 5
 #: Every load at the morning ramp, times its profile.
@@ -31,7 +44,7 @@ DEMO_LOAD_RAMP_FACTOR = 1.3
 #: to 12:30, the first low-voltage cable of LV5.220 about 145 %, and voltages pass 1.10 p.u.
 DEMO_PV_PEAK_FACTOR = 11.0
 #: The scripted day of `opendso run` as (simulated hours after the start, what happens). One
-#: table for :func:`opendso.runtime.demo_scenario`, ``opendso run --help`` and the README.
+#: table for :func:`demo_scenario`, ``opendso run --help`` and the README.
 DEMO_DAY: tuple[tuple[float, str], ...] = (
     (1.0, f"morning load ramp: every load at {DEMO_LOAD_RAMP_FACTOR:g} times its profile"),
     (3.0, "loads back to their profiles"),
@@ -44,6 +57,60 @@ DEMO_DAY: tuple[tuple[float, str], ...] = (
     (10.0, "a feeder breaker trips (uncommanded switch change, loss of supply)"),
     (11.0, "the breaker recloses: supply restored"),
 )
+
+
+def feeder_breaker(grid: Grid, *, min_voltage_v: float = 1000.0) -> str | None:
+    """Name of a closed medium-voltage switch whose opening de-energises part of exactly one feeder (None: none)."""
+    import numpy as np
+
+    from opendso.grid import analyse_topology
+
+    topo = analyse_topology(grid)
+    if not grid.switches.size:
+        return None
+    u_rated = grid.component("node")["u_rated"][grid.node_positions(grid.switches["node"])]
+    for row in np.flatnonzero((grid.switches["closed"] == 1) & (u_rated >= min_voltage_v)):
+        closed = grid.switches["closed"].copy()
+        closed[row] = 0
+        dead = ~analyse_topology(grid.with_switch_states(closed)).node_energised
+        if dead.sum() > 3 and len(set(topo.node_feeder[dead].tolist())) == 1:
+            return str(grid.switch_names[row])
+    return None
+
+
+def demo_start_step(grid: Grid, *, month: int = 6, day: int = 21, hour: int = DEMO_START_HOUR) -> int:
+    """Profile step of a summer morning (the scripted day starts there); 0 when the grid has no profiles."""
+    import numpy as np
+
+    if grid.profiles is None:
+        return 0
+    times = grid.profiles.time.astype("datetime64[m]")
+    target = np.datetime64(
+        f"{int(times[0].astype('datetime64[Y]').astype(int)) + 1970}-{month:02d}-{day:02d}T{hour:02d}:00"
+    )
+    return int(np.clip(np.searchsorted(times, target), 0, grid.profiles.steps - 1))
+
+
+def demo_scenario(grid: Grid) -> Scenario:
+    """A scripted day from 05:00 (:data:`DEMO_DAY`): load ramp, a midday PV peak that overloads a line, a breaker
+    trip and reclose (the trip only when the grid has a feeder breaker, :func:`feeder_breaker`)."""
+    from opendso.telemetry.scenario import ScenarioEvent, scenario_of
+
+    hour = 3600.0
+    (ramp, _), (ramp_end, _), (peak, _), (peak_end, _), (trip, _), (reclose, _) = DEMO_DAY
+    events = [
+        ScenarioEvent(ramp * hour, "load_scale", factor=DEMO_LOAD_RAMP_FACTOR),
+        ScenarioEvent(ramp_end * hour, "load_scale", factor=1.0),
+        ScenarioEvent(peak * hour, "pv_scale", factor=DEMO_PV_PEAK_FACTOR),
+        ScenarioEvent(peak_end * hour, "pv_scale", factor=1.0),
+    ]
+    breaker = feeder_breaker(grid)
+    if breaker is not None:
+        events += [
+            ScenarioEvent(trip * hour, "breaker_trip", switch=breaker),
+            ScenarioEvent(reclose * hour, "switch_close", switch=breaker),
+        ]
+    return scenario_of(events, name="demo day")
 
 
 def describe_demo_day(speed: float = DEFAULT_SPEED) -> str:

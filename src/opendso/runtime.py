@@ -3,15 +3,18 @@
 It starts, in one asyncio loop:
 
 - the field simulator on the grid (the demo grid by default) at an accelerated clock, with a
-  scripted day (:func:`demo_scenario`, timetable in :data:`opendso.demo.DEMO_DAY`): a morning load ramp, a
+  scripted day unless another scenario is given (:mod:`opendso.demo`: a morning load ramp, a
   midday PV peak that overloads a feeder cable and lifts voltages, and a feeder breaker
-  trip that is later reclosed. A trainer pauses, speeds up or fast-forwards that clock
-  (:mod:`opendso.service.trainer`, ``opendso trainer``);
+  trip that is later reclosed). A trainer pauses, speeds up or fast-forwards that clock
+  (:mod:`opendso.service.routes.trainer`, ``opendso trainer``);
 - the telemetry adapters reading it over a real protocol on loopback (Modbus TCP by default, or
-  MQTT through ``--broker``);
+  MQTT through ``--broker``; a program that embeds it may give its own point map, whose sources'
+  protocols, IEC 104 included, choose the adapters);
 - the historian (SQLite in the data folder unless ``--database-url`` names another database),
-  the real-time cycle and the alarms (:class:`~opendso.operations.monitor.Monitor`);
-- the web service (:mod:`opendso.service`) on http://127.0.0.1:8000: the REST and WebSocket API
+  the real-time cycle and the alarms (:class:`~opendso.operations.monitor.Monitor`; a switch
+  change in the field runs a cycle at once unless ``event_driven`` is off);
+- the web service (:mod:`opendso.service`) on http://127.0.0.1:8000 (:class:`opendso.settings.RunConfig`:
+  host, port, speed and cycle period default to the settings): the REST and WebSocket API
   and the web UI, fed by every cycle. The first start on an empty database creates the
   administrator (:func:`~opendso.service.security.ensure_admin`).
 
@@ -25,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import sys
@@ -35,73 +37,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from opendso.demo import DEFAULT_SPEED, DEMO_DAY, DEMO_LOAD_RAMP_FACTOR, DEMO_PV_PEAK_FACTOR, DEMO_START_HOUR
-from opendso.grid.model import Grid
-from opendso.grid.topology import analyse_topology
+from opendso.demo import demo_scenario, demo_start_step
+from opendso.grid import Grid
 from opendso.operations.cycle import CycleResult, CycleSettings
 from opendso.operations.monitor import Monitor
 from opendso.service import ControlRoom, ServiceSettings, create_app, ensure_admin
 from opendso.service.server import WebServer, bind_socket, plain_http_warning, url_of
 from opendso.service.syslog import SyslogSettings, start_forwarding
+from opendso.settings import get_settings
 from opendso.store import Historian
 from opendso.store.integrity import KEY_FILE, private_folder
-from opendso.telemetry import FieldSimulator, modbus_pollers, mqtt_subscribers, point_map_for_grid
+from opendso.telemetry import FieldSimulator, TelemetryAdapter, modbus_pollers, mqtt_subscribers, point_map_for_grid
 from opendso.telemetry.points import PointMap
-from opendso.telemetry.scenario import Scenario, ScenarioEvent, scenario_of
+from opendso.telemetry.scenario import Scenario
 
 log = logging.getLogger(__name__)
-
-#: Where `opendso run` serves the control room.
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
-
-
-def _feeder_breaker(grid: Grid, *, min_voltage_v: float = 1000.0) -> str | None:
-    """Name of a closed medium-voltage switch whose opening de-energises part of exactly one feeder."""
-    topo = analyse_topology(grid)
-    if not grid.switches.size:
-        return None
-    u_rated = grid.component("node")["u_rated"][grid.node_positions(grid.switches["node"])]
-    for row in np.flatnonzero((grid.switches["closed"] == 1) & (u_rated >= min_voltage_v)):
-        closed = grid.switches["closed"].copy()
-        closed[row] = 0
-        dead = ~analyse_topology(grid.with_switch_states(closed)).node_energised
-        if dead.sum() > 3 and len(set(topo.node_feeder[dead].tolist())) == 1:
-            return str(grid.switch_names[row])
-    return None
-
-
-def demo_start_step(grid: Grid, *, month: int = 6, day: int = 21, hour: int = DEMO_START_HOUR) -> int:
-    """Profile step of a summer morning (the scripted day starts there); 0 when the grid has no profiles."""
-    if grid.profiles is None:
-        return 0
-    times = grid.profiles.time.astype("datetime64[m]")
-    target = np.datetime64(
-        f"{int(times[0].astype('datetime64[Y]').astype(int)) + 1970}-{month:02d}-{day:02d}T{hour:02d}:00"
-    )
-    return int(np.clip(np.searchsorted(times, target), 0, grid.profiles.steps - 1))
-
-
-def demo_scenario(grid: Grid) -> Scenario:
-    """A scripted day from 05:00 (:data:`opendso.demo.DEMO_DAY`): load ramp, a midday PV peak that overloads a
-    line, a breaker trip and reclose (the trip only when the grid has a feeder breaker)."""
-    hour = 3600.0
-    (ramp, _), (ramp_end, _), (peak, _), (peak_end, _), (trip, _), (reclose, _) = DEMO_DAY
-    events = [
-        ScenarioEvent(ramp * hour, "load_scale", factor=DEMO_LOAD_RAMP_FACTOR),
-        ScenarioEvent(ramp_end * hour, "load_scale", factor=1.0),
-        ScenarioEvent(peak * hour, "pv_scale", factor=DEMO_PV_PEAK_FACTOR),
-        ScenarioEvent(peak_end * hour, "pv_scale", factor=1.0),
-    ]
-    breaker = _feeder_breaker(grid)
-    if breaker is not None:
-        events += [
-            ScenarioEvent(trip * hour, "breaker_trip", switch=breaker),
-            ScenarioEvent(reclose * hour, "switch_close", switch=breaker),
-        ]
-    return scenario_of(events, name="demo day")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -119,19 +69,24 @@ class ControlRoomProcess:
     data_dir: Path
     database_url: str | None = None
     broker_url: str | None = None
-    speed: float = DEFAULT_SPEED
-    period_s: float = 2.0
-    scenario: Scenario | None = None
-    start_step: int | None = None
+    speed: float = field(default_factory=lambda: get_settings().run.speed)
+    period_s: float = field(default_factory=lambda: get_settings().run.period_s)
+    scenario: Scenario | None = None  # None: the demo's scripted day
+    start_step: int | None = None  # None: the demo's summer morning
     on_cycle: Callable[[CycleResult], None] | None = None
-    host: str = DEFAULT_HOST
-    port: int | None = DEFAULT_PORT  # None: no web service; 0: any free port
+    host: str = field(default_factory=lambda: get_settings().run.host)
+    #: None: no web service; 0: any free port
+    port: int | None = field(default_factory=lambda: get_settings().run.port)
     service_settings: ServiceSettings | None = None
     on_ready: Callable[[], None] | None = None  # called once everything runs and the service accepts connections
     admin_password: str | None = None  # for a new database; else OPENDSO_ADMIN_PASSWORD or a random one
     tls_cert: Path | None = None  # serve https with this certificate and key
     tls_key: Path | None = None
     syslog: SyslogSettings | None = None  # forward the audit trail (default: OPENDSO_SYSLOG_URL, if set)
+    #: the field's point map (None: the grid's placements and switches over Modbus, or MQTT with a broker);
+    #: its sources' protocols choose the adapters, the simulator serves it
+    points: PointMap | None = None
+    event_driven: bool = True  # a switch change in the field runs a cycle at once (CycleSettings.event_driven)
     point_map: PointMap = field(init=False)
     #: the administrator's one-time password when this start created it (None on later starts)
     created_admin_password: str | None = field(init=False, default=None)
@@ -151,16 +106,18 @@ class ControlRoomProcess:
             raise
 
     def _build(self) -> None:
-        if self.broker_url:
+        if self.points is not None:
+            self.point_map = self.points
+        elif self.broker_url:
             self.point_map = point_map_for_grid(self.grid, protocol="mqtt", topic_prefix="opendso/run/")
         else:
             self.point_map = point_map_for_grid(self.grid, protocol="modbus", port=free_port())
         self.historian = Historian.open(
             self.database_url or f"sqlite:///{self.data_dir / 'opendso.db'}",
-            key_path=None if os.environ.get("OPENDSO_INTEGRITY_KEY") else self.data_dir / KEY_FILE,
+            key_path=None if get_settings().database.integrity_key is not None else self.data_dir / KEY_FILE,
         )
         options = (
-            {s.name: {"broker_url": self.broker_url} for s in self.point_map.sources_of("mqtt")}
+            {source.name: {"broker_url": self.broker_url} for source in self.point_map.sources_of("mqtt")}
             if self.broker_url
             else None
         )
@@ -172,18 +129,13 @@ class ControlRoomProcess:
             scenario=self.scenario if self.scenario is not None else demo_scenario(self.grid),
             server_options=options,
         )
-        adapters: list[Any] = (
-            mqtt_subscribers(self.point_map, broker_url=self.broker_url)
-            if self.broker_url
-            else modbus_pollers(self.point_map)
-        )
         self.monitor = Monitor(
             self.grid,
             self.point_map,
             self.historian,
-            adapters,
-            settings=CycleSettings(period_s=self.period_s),
-            on_cycle=self._cycle_done,
+            self._adapters(),
+            settings=CycleSettings(period_s=self.period_s, event_driven=self.event_driven),
+            on_cycle=[self._cycle_done, *([self.on_cycle] if self.on_cycle is not None else [])],
         )
         self.room = ControlRoom(self.grid, self.historian, monitor=self.monitor, simulator=self.simulator)
         self.app = create_app(self.room, self.service_settings or ServiceSettings.from_env())
@@ -199,10 +151,20 @@ class ControlRoomProcess:
         self.created_admin_password = ensure_admin(self.historian, self.admin_password)
         self.forwarder = start_forwarding(self.historian.engine, self.syslog)
 
+    def _adapters(self) -> list[TelemetryAdapter]:
+        """The adapters that read the point map: one per source, by its protocol."""
+        adapters: list[TelemetryAdapter] = [*modbus_pollers(self.point_map)]
+        if self.point_map.sources_of("mqtt"):
+            broker: dict[str, Any] = {"broker_url": self.broker_url} if self.broker_url else {}
+            adapters += mqtt_subscribers(self.point_map, **broker)
+        if self.point_map.sources_of("iec104"):
+            from opendso.telemetry.iec104 import iec104_clients  # c104 is an optional extra
+
+            adapters += iec104_clients(self.point_map)
+        return adapters
+
     def _cycle_done(self, result: CycleResult) -> None:
         self.room.publish(result)
-        if self.on_cycle is not None:
-            self.on_cycle(result)
 
     @property
     def url(self) -> str | None:

@@ -31,7 +31,7 @@ RESULT_BRANCHES: tuple[str, ...] = (
 )
 
 
-class Method(enum.StrEnum):
+class PowerFlowMethod(enum.StrEnum):
     """Power-flow methods (names as on the command line)."""
 
     NEWTON_RAPHSON = "newton_raphson"
@@ -51,7 +51,7 @@ class PowerFlowResult:
 
     grid: Grid
     converged: bool
-    method: Method
+    method: PowerFlowMethod
     symmetric: bool
     output: dict[str, np.ndarray] = field(default_factory=dict)
     error: str | None = None
@@ -176,7 +176,7 @@ def run_power_flow(
     grid: Grid,
     *,
     symmetric: bool = True,
-    method: Method | str = Method.NEWTON_RAPHSON,
+    method: PowerFlowMethod | str = PowerFlowMethod.NEWTON_RAPHSON,
     error_tolerance: float = 1e-8,
     max_iterations: int = 30,
     fallback_linear: bool = False,
@@ -187,7 +187,7 @@ def run_power_flow(
     With ``fallback_linear``, a power flow that does not converge is re-run with the linear
     method and the result is marked ``fallback=True`` with the original reason in ``error``.
     """
-    method = Method(method)
+    method = PowerFlowMethod(method)
     model = PowerGridModel(grid.pgm_input(), system_frequency=grid.frequency_hz)
     kwargs: dict[str, Any] = {
         "symmetric": symmetric,
@@ -200,8 +200,10 @@ def run_power_flow(
         output = model.calculate_power_flow(calculation_method=method.pgm, **kwargs)
     except PowerGridError as exc:
         reason = f"{type(exc).__name__}: {exc}".strip()
-        if fallback_linear and method is not Method.LINEAR:
+        if fallback_linear and method is not PowerFlowMethod.LINEAR:
             output = model.calculate_power_flow(calculation_method=CalculationMethod.linear, **kwargs)
-            return PowerFlowResult(grid, True, Method.LINEAR, symmetric, dict(output), error=reason, fallback=True)
+            return PowerFlowResult(
+                grid, True, PowerFlowMethod.LINEAR, symmetric, dict(output), error=reason, fallback=True
+            )
         return PowerFlowResult(grid, False, method, symmetric, {}, error=reason)
     return PowerFlowResult(grid, True, method, symmetric, dict(output))

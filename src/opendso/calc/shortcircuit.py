@@ -212,7 +212,8 @@ def _transformer_kt(uk: np.ndarray, pk: np.ndarray, sn: np.ndarray, c_max_lv: np
     """IEC 60909-0 (12a): K_T = 0.95 c_max / (1 + 0.6 x_T), x_T in p.u. of the transformer rating."""
     ur = np.divide(pk, sn, out=np.zeros_like(pk), where=sn > 0)
     x_t = np.sqrt(np.maximum(uk**2 - ur**2, 0.0))
-    return 0.95 * c_max_lv / (1.0 + 0.6 * x_t)
+    kt: np.ndarray = 0.95 * c_max_lv / (1.0 + 0.6 * x_t)
+    return kt
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from power_grid_model import CalculationMethod, PowerGridModel
 from power_grid_model.errors import PowerGridBatchError, PowerGridError
 
-from opendso.calc.powerflow import Method
+from opendso.calc.powerflow import PowerFlowMethod
 from opendso.errors import CalculationError, InputError
 from opendso.grid.model import Grid
 
@@ -39,8 +39,8 @@ ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Operating limits used to count violations per step."""
+class ViolationLimits:
+    """Voltage and loading limits a time series counts violations against, per step (not alarm limits)."""
 
     u_min_pu: float = 0.9
     u_max_pu: float = 1.1
@@ -61,7 +61,7 @@ class TimeSeriesResult:
     voltage_violations: npt.NDArray[np.int64]
     overloads: npt.NDArray[np.int64]
     errors: dict[int, str] = field(default_factory=dict)
-    limits: Limits = field(default_factory=Limits)
+    limits: ViolationLimits = field(default_factory=ViolationLimits)
 
     @property
     def steps(self) -> int:
@@ -200,13 +200,13 @@ def run_time_series(
     *,
     start: int = 0,
     stop: int | None = None,
-    method: Method | str = Method.ITERATIVE_CURRENT,
+    method: PowerFlowMethod | str = PowerFlowMethod.ITERATIVE_CURRENT,
     symmetric: bool = True,
     chunk_size: int | None = None,
     threading: int = 0,
     error_tolerance: float = 1e-8,
     max_iterations: int = 30,
-    limits: Limits | None = None,
+    limits: ViolationLimits | None = None,
     fallback_linear: bool = False,
     writer: ParquetWriter | None = None,
     progress: ProgressCallback | None = None,
@@ -229,8 +229,8 @@ def run_time_series(
     stop = profiles.steps if stop is None else stop
     if not 0 <= start < stop <= profiles.steps:
         raise InputError(f"{grid.name}: steps {start}..{stop} outside the profile range 0..{profiles.steps}")
-    limits = limits or Limits()
-    method = Method(method)
+    limits = limits or ViolationLimits()
+    method = PowerFlowMethod(method)
     n = stop - start
     converged = np.ones(n, dtype=bool)
     fallback = np.zeros(n, dtype=bool)
@@ -252,9 +252,9 @@ def run_time_series(
         per_step = 8 * sum(a.ids.size for a in profiles.assignments)
         per_step += 9 * sum(grid.count(c) * (3 if not symmetric else 1) for c in wanted)
         chunk_size = int(np.clip(64e6 // max(per_step, 1), 64, 4096))
-    attempts = [method] if method is not Method.ITERATIVE_CURRENT else [method, Method.NEWTON_RAPHSON]
+    attempts = [method] if method is not PowerFlowMethod.ITERATIVE_CURRENT else [method, PowerFlowMethod.NEWTON_RAPHSON]
     if fallback_linear:
-        attempts.append(Method.LINEAR)
+        attempts.append(PowerFlowMethod.LINEAR)
 
     done = 0
     try:
@@ -277,7 +277,7 @@ def run_time_series(
                 for c in out:
                     for attr in out[c]:
                         out[c][attr][idx[solved]] = again[c][attr][solved]
-                if retry is Method.LINEAR:
+                if retry is PowerFlowMethod.LINEAR:
                     # the linear method always solves: the step is marked as a fallback, and the
                     # reason the iterative methods failed is kept
                     for row in np.flatnonzero(solved):
@@ -336,7 +336,7 @@ def run_time_series(
 def _calculate(
     model: PowerGridModel,
     update: dict[str, dict[str, np.ndarray]],
-    method: Method,
+    method: PowerFlowMethod,
     symmetric: bool,
     threading: int,
     error_tolerance: float,

@@ -1,10 +1,14 @@
-"""The network model, its sources and exports, validation and topology."""
+"""The network model, its sources, file formats (:mod:`opendso.grid.io`), validation and topology."""
 
+from opendso.grid.io import (
+    from_pandapower,
+    read_opendss,
+    read_pgm_json,
+    to_pandapower,
+    write_pandapower_json,
+    write_pgm_json,
+)
 from opendso.grid.model import Grid, ProfileAssignment, Profiles
-from opendso.grid.opendss_io import read_opendss
-from opendso.grid.pandapower_export import to_pandapower, write_pandapower_json
-from opendso.grid.pandapower_io import from_pandapower
-from opendso.grid.pgm_io import read_pgm_json, write_pgm_json
 from opendso.grid.sources import load_grid
 from opendso.grid.topology import Topology, analyse_topology, path_from_source
 from opendso.grid.validation import Finding, assert_valid, validate_grid

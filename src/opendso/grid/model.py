@@ -350,7 +350,7 @@ def electrical_nodes(data: Mapping[str, np.ndarray]) -> npt.NDArray[np.int64]:
     b = order[np.searchsorted(nodes, link["to_node"][closed], sorter=order)]
     graph = coo_matrix((np.ones(a.size), (a, b)), shape=(nodes.size, nodes.size))
     _, labels = connected_components(graph, directed=False)
-    return labels.astype(np.int64)
+    return np.asarray(labels, dtype=np.int64)
 
 
 def resolve_voltage_control(

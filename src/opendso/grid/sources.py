@@ -20,6 +20,7 @@ from typing import Any
 
 from opendso.errors import GridSourceError
 from opendso.grid.model import Grid
+from opendso.settings import get_settings
 
 #: The built-in grid behind ``demo``: a SimBench MV grid with its LV grids, coordinates and a
 #: year of profiles, shipped inside the simbench package (no download at run time).
@@ -58,10 +59,10 @@ def load_grid(source: str) -> Grid:
     if scheme == "pandapower":
         return load_pandapower_file(path, source)
     if scheme == "pgm":
-        from opendso.grid.pgm_io import read_pgm_json
+        from opendso.grid.io.pgm_json import read_pgm_json
 
         return read_pgm_json(path, source)
-    from opendso.grid.opendss_io import read_opendss
+    from opendso.grid.io.opendss_reader import read_opendss
 
     return read_opendss(path, source)
 
@@ -96,11 +97,7 @@ def cache_dir() -> Path | None:
 
     ``OPENDSO_CACHE_DIR=off`` disables the cache.
     """
-    configured = os.environ.get("OPENDSO_CACHE_DIR")
-    if configured is not None:
-        return None if configured.lower() in ("", "0", "off", "no", "false") else Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "opendso"
+    return get_settings().folders.cache_folder()
 
 
 def _converter_fingerprint() -> str:
@@ -108,10 +105,11 @@ def _converter_fingerprint() -> str:
     import power_grid_model
     import simbench
 
-    from opendso.grid import model, pandapower_io
+    from opendso.grid import model
+    from opendso.grid.io import pandapower_reader
 
     digest = hashlib.sha256()
-    for module in (model, pandapower_io):
+    for module in (model, pandapower_reader):
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(f"{simbench.__version__} {power_grid_model.__version__} {sys.version_info[:2]}".encode())
     return digest.hexdigest()[:16]
@@ -124,7 +122,7 @@ def load_simbench(code: str) -> Grid:
     (see :func:`cache_dir`), keyed by the converter's fingerprint, so later loads take a
     fraction of a second. A damaged cache file is ignored and rewritten.
     """
-    from opendso.grid.pandapower_io import from_pandapower
+    from opendso.grid.io.pandapower_reader import from_pandapower
 
     folder = cache_dir()
     path = folder / f"simbench-{code}-{_converter_fingerprint()}.pickle" if folder is not None else None
@@ -159,7 +157,7 @@ def load_pandapower_file(path: Path, source: str) -> Grid:
     """Read a pandapower JSON file."""
     import pandapower
 
-    from opendso.grid.pandapower_io import from_pandapower
+    from opendso.grid.io.pandapower_reader import from_pandapower
 
     try:
         json.loads(path.read_text())

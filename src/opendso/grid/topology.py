@@ -273,13 +273,15 @@ def island_node_ids(topology: Topology, label: int) -> IntArray:
     """Return the node ids of connected component ``label``."""
     if not 0 <= label < topology.n_components:
         raise KeyError(f"no connected component {label}")
-    return topology.node_id[topology.component == label]
+    in_island: npt.NDArray[np.bool_] = topology.component == label
+    return topology.node_id[in_island]
 
 
 def feeder_node_ids(topology: Topology, feeder_id: int) -> IntArray:
     """Return the node ids of a feeder (busbars excluded)."""
     _feeder_row(topology, feeder_id)
-    return topology.node_id[topology.node_feeder == feeder_id]
+    in_feeder: npt.NDArray[np.bool_] = topology.node_feeder == feeder_id
+    return topology.node_id[in_feeder]
 
 
 def feeder_branch_ids(topology: Topology, feeder_id: int) -> dict[str, IntArray]:

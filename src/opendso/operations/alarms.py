@@ -68,17 +68,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from opendso.errors import InputError
+from opendso.errors import AlarmStateError, InputError
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 _EPOCH = datetime.fromtimestamp(0, tz=UTC)
 #: Default longest shelf: one 8-hour shift (the shelf must end within the shift that set it).
 DEFAULT_MAX_SHELVE_S = 8 * 3600.0
-
-
-class AlarmStateError(InputError):
-    """An operator action that does not fit the alarm's present state (e.g. shelving a normal alarm)."""
 
 
 class Priority(enum.IntEnum):
@@ -328,8 +324,11 @@ def _severity_with_deadband(values: FloatArray, current: npt.NDArray[np.int8], l
         lim_arr = np.broadcast_to(np.asarray(limit, dtype=float), (n,))
         with np.errstate(invalid="ignore"):
             if above:
-                return np.where(already, values > lim_arr - db, values > lim_arr) & ~np.isnan(lim_arr)
-            return np.where(already, values < lim_arr + db, values < lim_arr) & ~np.isnan(lim_arr)
+                hit = np.where(already, values > lim_arr - db, values > lim_arr)
+            else:
+                hit = np.where(already, values < lim_arr + db, values < lim_arr)
+        result: BoolArray = np.asarray(hit, dtype=bool) & ~np.isnan(lim_arr)
+        return result
 
     target = np.zeros(n, dtype=np.int8)
     target[level(lim.high_warning, current >= 1, True)] = 1
@@ -447,7 +446,8 @@ class AlarmMonitor:
     @property
     def shelved(self) -> BoolArray:
         """Channels on the shelf."""
-        return ~np.isnan(self.shelved_until)
+        shelved: BoolArray = ~np.isnan(self.shelved_until)
+        return shelved
 
     @property
     def hidden(self) -> BoolArray:

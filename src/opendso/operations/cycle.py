@@ -1,18 +1,23 @@
 """The real-time cycle: latest measurements -> topology -> state estimation -> alarms.
 
-Every cycle (2 s by default) :meth:`RealTimeCycle.run` takes the latest reading of every point
-with its quality, sets switch states from telemetry, fills the grid's measurement placements
-with the good readings (bad or stale ones are left out, never used), adds pseudo-measurements
+Every cycle (2 s by default) :meth:`RealTimeCycle.run` takes the latest measurement of every
+point with its quality, sets switch states from telemetry, fills the grid's measurement placements
+with the good values (bad or stale ones are left out, never used), adds pseudo-measurements
 for loads and generators from their set-points, runs state estimation and evaluates alarms on
 the estimated state and on the telemetry itself. It returns a :class:`CycleResult`: the
 estimated state, the alarm transitions of this cycle and the time each stage took, so that the
 cycle time and the observability are themselves monitored.
 
-Points are tied to the grid through their ``element`` and ``quantity`` (see
-:mod:`opendso.telemetry.points`): a sensor placement's name with ``u``/``p``/``q``/``i``, a
-node's name with ``u``, or a switch's name with ``switch``. Switch values are 1 for closed
-and 0 for open, whatever the protocol: the adapters map an IEC 104 double point's ON/OFF to 1/0
-and its intermediate or indeterminate states to quality invalid, which the cycle ignores.
+Points are tied to the grid once, when the cycle is built, by the one binding of points to a grid
+(:func:`~opendso.telemetry.binding.bind_points`): a sensor placement's name with
+``u``/``p``/``q``/``i``, a node's name with ``u``, or a switch's name with ``switch``; points of
+other quantities (indicators, taps, ...) are not inputs of the estimate and are ignored. Every
+cycle then scatters the values into the sensor and switch arrays by point index, with no lookup
+by name. The latest values come as a :class:`~opendso.measurement.LatestValues` of the cycle's
+points (the monitor keeps one: read as arrays) or as any mapping of point name ->
+:class:`~opendso.measurement.Measurement`. Switch values are 1 for closed and 0 for open,
+whatever the protocol: the adapters map an IEC 104 double point's ON/OFF to 1/0 and its
+intermediate or indeterminate states to quality invalid, which the cycle ignores.
 """
 
 from __future__ import annotations
@@ -21,48 +26,38 @@ import time as _time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from power_grid_model import initialize_array
 
-from opendso.calc.estimation import (
+from opendso.calc import (
     Accuracy,
     EstimationResult,
     combine_measurements,
     pseudo_measurements,
     run_state_estimation,
 )
-from opendso.errors import InputError
+from opendso.errors import AlarmStateError, InputError
 from opendso.grid.model import Grid
 from opendso.grid.topology import analyse_topology
-from opendso.operations.alarms import (
-    DEFAULT_MAX_SHELVE_S,
-    AlarmEvent,
-    AlarmMonitor,
-    AlarmStateError,
-    Limits,
-    Priority,
+from opendso.measurement import LatestValues, Measurement
+from opendso.operations.alarms import DEFAULT_MAX_SHELVE_S, AlarmEvent, AlarmMonitor, Limits, Priority
+from opendso.telemetry.binding import (
+    MEASURED_QUANTITIES,
+    SENSOR_FIELDS,
+    STATE_QUANTITIES,
+    SWITCH,
+    Gather,
+    PointBinding,
+    Target,
+    bind_points,
 )
+from opendso.telemetry.points import PointMap
 
-_SENSOR_FIELDS: dict[str, dict[str, str]] = {
-    "sym_voltage_sensor": {"u": "u_measured"},
-    "sym_power_sensor": {"p": "p_measured", "q": "q_measured"},
-    "sym_current_sensor": {"i": "i_measured"},
-}
-#: Point quantities the cycle turns into state-estimation inputs or switch states.
-_STATE_QUANTITIES = frozenset({"u", "p", "q", "i", "switch"})
-_SIGMA_FIELDS = {"u_measured": "u_sigma", "p_measured": "p_sigma", "q_measured": "q_sigma", "i_measured": "i_sigma"}
-
-
-@dataclass(frozen=True)
-class Reading:
-    """The latest value of one point: value, quality bit set (0 is good) and source time (UTC)."""
-
-    value: float
-    quality: int
-    time: datetime
+#: What the cycle takes of the binding: sensor values, node voltages and switch states.
+_CYCLE_TARGETS = (Target.SENSOR, Target.NODE, Target.SWITCH)
 
 
 @dataclass(frozen=True)
@@ -87,6 +82,11 @@ class CycleSettings:
       chattering threshold of ISA-TR18.2.5 / EEMUA 191;
     - ``shelve_max_s`` 8 h: the longest shelf, one shift (ISA-18.2 clause 14: shelving is
       time-limited).
+
+    ``event_driven`` (on by default): the monitor runs a cycle at once when a switch's state
+    (value or quality) changes in the field, instead of waiting for the next period; analog
+    values stay on the period (see :mod:`opendso.operations.monitor`). Off, cycles run on the
+    period only.
     """
 
     period_s: float = 2.0
@@ -106,11 +106,20 @@ class CycleSettings:
     voltage_sigma_pu: float = 0.005  # for node voltage points that are not sensor placements
     telemetry_grace_s: float = 10.0  # a point never received is a telemetry failure only after this
     accuracy: Accuracy = field(default_factory=Accuracy)  # sigmas where the placements give none
+    event_driven: bool = True  # a switch change in the field runs a cycle at once
+
+
+#: What made a cycle run: its period came round, or a switch changed state in the field.
+CycleTrigger = Literal["period", "switch"]
 
 
 @dataclass
 class CycleResult:
-    """What one cycle found: the estimated state, alarm transitions and stage timings (ms)."""
+    """What one cycle found: the estimated state, alarm transitions and stage timings (ms).
+
+    ``trigger`` says what made the cycle run: ``"period"`` (the schedule, and every cycle run
+    directly) or ``"switch"`` (an extra cycle for a switch change, set by the monitor).
+    """
 
     time: datetime
     estimation: EstimationResult
@@ -120,6 +129,7 @@ class CycleResult:
     used_points: int = 0
     bad_points: int = 0
     switch_changes: list[str] = field(default_factory=list)
+    trigger: CycleTrigger = "period"
 
     @property
     def observable(self) -> bool:
@@ -144,59 +154,59 @@ class CycleResult:
             "suspect_sensors": est.suspects if est.converged else [],
             "alarm_transitions": len(self.alarm_events),
             "switch_changes": self.switch_changes,
+            "trigger": self.trigger,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
         }
 
 
 @dataclass(frozen=True)
-class _Binding:
-    """Where each point's value goes: a sensor field row, a node voltage, or a switch."""
+class _Scatter:
+    """Where each bound point's value goes, as index arrays into the latest values (built once)."""
 
-    sensor_points: dict[str, tuple[str, str, int]]  # point -> (component, field, row)
-    node_points: dict[str, int]  # point -> node row
-    switch_points: dict[str, int]  # point -> switch row
+    sensors: dict[str, list[tuple[str, Gather]]]  # sensor component -> [(value field, points/rows)]
+    nodes: Gather  # node voltage points and node rows
+    switches: Gather  # switch state points and switch rows
+    telemetry: npt.NDArray[np.int64]  # the points of the telemetry alarm channels, in channel order
 
 
-def _bind(grid: Grid, points: Mapping[str, tuple[str, str]]) -> _Binding:
-    """Resolve every point's (element, quantity) against the grid; one error lists all unknowns."""
-    sensor_rows: dict[str, tuple[str, int]] = {}
-    for component in _SENSOR_FIELDS:
-        names = grid.names.get(component)
-        if names is not None:
-            for row, name in enumerate(names):
-                sensor_rows[str(name)] = (component, row)
-    node_rows = {str(n): i for i, n in enumerate(grid.names_of("node"))}
-    switch_rows = {str(n): i for i, n in enumerate(grid.switch_names)}
-    sensors: dict[str, tuple[str, str, int]] = {}
-    nodes: dict[str, int] = {}
-    switches: dict[str, int] = {}
-    problems: list[str] = []
-    for point, (element, quantity) in points.items():
-        if quantity not in _STATE_QUANTITIES:
-            continue  # fault-passage indicators, taps, ... are not inputs of the state estimate
-        if quantity == "switch":
-            if element in switch_rows:
-                switches[point] = switch_rows[element]
-                continue
-            problems.append(f"point {point!r}: no switch named {element!r}")
-            continue
-        if element in sensor_rows:
-            component, row = sensor_rows[element]
-            fld = _SENSOR_FIELDS[component].get(quantity)
-            if fld is None:
-                problems.append(f"point {point!r}: sensor {element!r} ({component}) does not measure {quantity!r}")
-                continue
-            sensors[point] = (component, fld, row)
-            continue
-        if quantity == "u" and element in node_rows:
-            nodes[point] = node_rows[element]
-            continue
-        problems.append(f"point {point!r}: no sensor placement or node named {element!r} for quantity {quantity!r}")
-    if problems:
-        raise InputError(
-            f"{grid.name}: {len(problems)} point(s) do not match the grid:\n  - " + "\n  - ".join(problems)
-        )
-    return _Binding(sensors, nodes, switches)
+def _scatter_of(binding: PointBinding) -> _Scatter:
+    groups = binding.groups(Target.SENSOR, quantities=MEASURED_QUANTITIES)
+    sensors: dict[str, list[tuple[str, Gather]]] = {}
+    for (component, quantity), sensor_field in SENSOR_FIELDS.items():  # placements in one fixed order
+        if (component, quantity) in groups:
+            sensors.setdefault(component, []).append((sensor_field.value, groups[(component, quantity)]))
+    nodes = binding.gather(Target.NODE, quantities=MEASURED_QUANTITIES)
+    switches = binding.gather(Target.SWITCH, quantities={SWITCH})
+    sensor_points = binding.gather(Target.SENSOR, quantities=MEASURED_QUANTITIES).points
+    telemetry = np.concatenate([sensor_points, nodes.points, switches.points]).astype(np.int64)
+    return _Scatter(sensors, nodes, switches, telemetry)
+
+
+@dataclass(frozen=True)
+class _Values:
+    """One cycle's view of the latest values: arrays by point index, plus the records of unknown points."""
+
+    value: npt.NDArray[np.float64]
+    quality: npt.NDArray[np.int64]
+    received: npt.NDArray[np.bool_]
+    good: npt.NDArray[np.bool_]  # received, quality 0 and a finite value
+    other_count: int  # measurements of points the cycle does not know
+    other_good: int
+
+
+def _values_of(latest: Mapping[str, Measurement], names: tuple[str, ...]) -> _Values:
+    """The latest values as arrays over ``names``: read directly from a LatestValues of those points."""
+    if not (isinstance(latest, LatestValues) and (latest.names is names or latest.names == names)):
+        latest = LatestValues.of(names, latest)
+    others = list(latest.others.values())
+    return _Values(
+        value=latest.value,
+        quality=latest.quality,
+        received=latest.received,
+        good=latest.good(),
+        other_count=len(others),
+        other_good=sum(1 for m in others if m.is_good),
+    )
 
 
 def _fill_sigmas(component: str, array: np.ndarray, have: npt.NDArray[np.bool_], accuracy: Accuracy) -> None:
@@ -204,8 +214,8 @@ def _fill_sigmas(component: str, array: np.ndarray, have: npt.NDArray[np.bool_],
     if component == "sym_power_sensor":
         p, q = array["p_measured"], array["q_measured"]
         s_abs = np.hypot(np.nan_to_num(p), np.nan_to_num(q))
-        for fld in ("p_measured", "q_measured"):
-            sig = _SIGMA_FIELDS[fld]
+        for quantity in ("p", "q"):
+            fld, sig = SENSOR_FIELDS[(component, quantity)].value, SENSOR_FIELDS[(component, quantity)].sigma
             missing = have & np.isnan(array[fld])
             array[fld][missing] = 0.0
             array[sig][missing] = 1e12  # a power sensor needs both p and q: the missing one carries no weight
@@ -250,12 +260,20 @@ class _Attribution:
     intended_open: npt.NDArray[np.bool_]
 
 
+@dataclass(frozen=True)
+class _SuppressionPlan:
+    """Per monitor: the causes and groups to set, and the designed suppression (mask, reasons) to apply."""
+
+    causes: dict[str, tuple[npt.NDArray[np.object_], npt.NDArray[np.object_]]]
+    designed: dict[str, tuple[npt.NDArray[np.bool_], npt.NDArray[np.object_]]]
+
+
 def _label(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
 class RealTimeCycle:
-    """Turns the latest readings into an estimated state and alarms, once per cycle.
+    """Turns the latest measurements into an estimated state and alarms, once per cycle.
 
     Alarm grouping and designed suppression (ISA-18.2 clause 12) are done here, where the
     topology is known: when a switch opens, the nodes it de-energises are attributed to it (one
@@ -270,12 +288,16 @@ class RealTimeCycle:
     def __init__(
         self,
         grid: Grid,
-        points: Mapping[str, tuple[str, str]],
+        points: PointMap | Mapping[str, tuple[str, str]],
         *,
         settings: CycleSettings | None = None,
         feeder_of_node: npt.ArrayLike | None = None,
     ) -> None:
-        """Bind ``points`` (point name -> (element, quantity)) to ``grid`` and set up the alarm monitors.
+        """Bind ``points`` (a point map, or point name -> (element, quantity)) to ``grid``; set up the alarm monitors.
+
+        A point of a state quantity (``u``, ``p``, ``q``, ``i``, ``switch``) that is not a value
+        of a sensor placement, a node voltage or a switch state raises one
+        :class:`~opendso.telemetry.points.PointMapError` (an :class:`InputError`) naming them all.
 
         ``feeder_of_node`` (one group label per node, e.g. from topology) groups the alarms: a
         node's voltage, a load's supply, a branch's loading (the label of its from-node, else
@@ -284,7 +306,9 @@ class RealTimeCycle:
         """
         self.grid = grid
         self.settings = settings or CycleSettings()
-        self.binding = _bind(grid, points)
+        self.binding = bind_points(grid, points)
+        self.binding.require(_CYCLE_TARGETS, quantities=STATE_QUANTITIES, user="the real-time cycle")
+        self._scatter = _scatter_of(self.binding)
         self._commanded = grid.switches["closed"].copy() if grid.switches.size else np.zeros(0, np.int8)
         self._intended = np.zeros(grid.switches.size, dtype=bool)  # commanded through command_switch
         s = self.settings
@@ -364,13 +388,9 @@ class RealTimeCycle:
             groups=list(self._switch_groups),
             **{**common, "chatter_count": 0},
         )
-        point_names = (
-            list(self.binding.sensor_points) + list(self.binding.node_points) + list(self.binding.switch_points)
-        )
-        self._point_names = point_names
         self.telemetry = AlarmMonitor(
             "telemetry",
-            point_names,
+            [self.binding.names[k] for k in self._scatter.telemetry.tolist()],
             conditions=("", "telemetry failure"),
             priority_alarm=Priority.MEDIUM,
             groups=self._point_groups(grid, node_groups, element_group),
@@ -390,6 +410,7 @@ class RealTimeCycle:
             grid.component("sym_load")["status"] == 1 if grid.count("sym_load") else np.zeros(0, bool)
         )
         self._attribution: tuple[bytes, _Attribution] | None = None
+        self._plan: tuple[_Attribution, tuple[tuple[str, str], ...], _SuppressionPlan] | None = None
         self._areas: dict[str, AreaSuppression] = {}
         # each monitor's group labels as codes into one sorted label list: area masks are one np.isin
         self._area_labels = self.areas()
@@ -423,11 +444,13 @@ class RealTimeCycle:
     ) -> list[str | None]:
         """Group label of every point: the group of what it measures."""
         groups: list[str | None] = []
-        for _point, (component, _fld, row) in self.binding.sensor_points.items():
+        b = self.binding
+        sensor_points = b.gather(Target.SENSOR, quantities=MEASURED_QUANTITIES).points
+        for component, row in zip(b.component[sensor_points].tolist(), b.row[sensor_points].tolist(), strict=True):
             measured = int(grid.sensors[component]["measured_object"][row])
             groups.append(element_group.get(measured))
-        groups += [node_groups[row] for row in self.binding.node_points.values()]
-        groups += [self._switch_groups[row] for row in self.binding.switch_points.values()]
+        groups += [node_groups[row] for row in self._scatter.nodes.rows.tolist()]
+        groups += [self._switch_groups[row] for row in self._scatter.switches.rows.tolist()]
         return groups
 
     @property
@@ -492,9 +515,25 @@ class RealTimeCycle:
         and in full after them, so a consequence that clears in the cycle its cause is undone is
         not announced again on its way out.
         """
-        att = self._attribute(self.grid)
-        names = self.grid.switch_names
+        plan = self._suppression_plan(self._attribute(self.grid))
         events: list[AlarmEvent] = []
+        for monitor in self.monitors:
+            mask, why = plan.designed[monitor.name]
+            causes = plan.causes.get(monitor.name)
+            if causes is not None:
+                monitor.set_causes(*causes)
+            if keep:
+                mask, why = mask | monitor.designed, np.where(mask, why, monitor.designed_reason)
+            events += monitor.set_designed_suppression(time, mask, why)
+        return events
+
+    def _suppression_plan(self, att: _Attribution) -> _SuppressionPlan:
+        """Causes and designed suppression of every monitor (cached per attribution and suppressed areas)."""
+        areas = tuple(sorted((a, s.reason) for a, s in self._areas.items()))
+        cached = self._plan
+        if cached is not None and cached[0] is att and cached[1] == areas:
+            return cached[2]
+        names = self.grid.switch_names
         # nodes de-energised by a switch: the switch's alarm explains them, or intended switching suppresses them
         rows = att.cause_row
         by_switch = rows >= 0
@@ -525,19 +564,22 @@ class RealTimeCycle:
                 return np.zeros(codes.size, dtype=bool), np.full(codes.size, None, dtype=object)
             return np.isin(codes, held), reason_of_code[codes + 1]
 
+        plan = _SuppressionPlan({}, {})
         for monitor in self.monitors:
             mask, why = area_mask(monitor)
             if monitor is self.voltage:
-                self.voltage.set_causes(node_cause, node_group)
+                plan.causes[monitor.name] = (node_cause, node_group)
                 mask, why = mask | by_intent, np.where(by_intent & ~mask, node_why, why)
             elif monitor is self.supply and self._load_nodes is not None:
                 ln = self._load_nodes
-                self.supply.set_causes(node_cause[ln], node_group[ln])
+                plan.causes[monitor.name] = (node_cause[ln], node_group[ln])
                 mask, why = mask | by_intent[ln], np.where(by_intent[ln] & ~mask, node_why[ln], why)
-            if keep:
-                mask, why = mask | monitor.designed, np.where(mask, why, monitor.designed_reason)
-            events += monitor.set_designed_suppression(time, mask, why)
-        return events
+            plan.designed[monitor.name] = (mask, why)
+        for arrays in (*plan.causes.values(), *plan.designed.values()):
+            for array in arrays:
+                array.flags.writeable = False  # shared by every cycle until the switch states or areas change
+        self._plan = (att, areas, plan)
+        return plan
 
     def _attribute(self, grid: Grid) -> _Attribution:
         """Attribute de-energised nodes to the opened switches that de-energised them (cached per switch states)."""
@@ -560,20 +602,26 @@ class RealTimeCycle:
         self._attribution = (key, att)
         return att
 
-    def run(self, readings: Mapping[str, Reading], now: datetime) -> CycleResult:
-        """Run one cycle on the latest readings (point name -> Reading); unknown points are ignored."""
+    def run(self, latest: Mapping[str, Measurement], now: datetime) -> CycleResult:
+        """Run one cycle on the latest measurements; return what it found.
+
+        ``latest`` is a :class:`~opendso.measurement.LatestValues` of the cycle's points (read as
+        arrays, as the monitor passes it: give a snapshot, it is read while the cycle runs) or any
+        mapping of point name -> :class:`~opendso.measurement.Measurement`. Measurements of
+        points the cycle does not know are not used; they count in ``bad_points`` when bad.
+        """
         timings: dict[str, float] = {}
         t0 = _time.perf_counter()
-        good = {name: r for name, r in readings.items() if r.quality == 0 and np.isfinite(r.value)}
+        values = _values_of(latest, self.binding.names)
+        good, value = values.good, values.value
+        scatter = self._scatter
         # -- topology from telemetry ---------------------------------------------------------------
         grid = self.grid
         changes: list[str] = []
-        if self.binding.switch_points:
+        if scatter.switches.points.size:
             closed = grid.switches["closed"].copy()
-            for point, row in self.binding.switch_points.items():
-                reading = good.get(point)
-                if reading is not None:
-                    closed[row] = 1 if reading.value >= 0.5 else 0
+            have = good[scatter.switches.points]
+            closed[scatter.switches.rows[have]] = np.where(value[scatter.switches.points[have]] >= 0.5, 1, 0)
             if not np.array_equal(closed, grid.switches["closed"]):
                 changes = [str(grid.switch_names[i]) for i in np.flatnonzero(closed != grid.switches["closed"])]
                 grid = grid.with_switch_states(closed)
@@ -583,39 +631,33 @@ class RealTimeCycle:
         t1 = _time.perf_counter()
         meas: dict[str, np.ndarray] = {}
         used = 0
-        for component, fields in _SENSOR_FIELDS.items():
-            placements = grid.sensors.get(component)
-            if placements is None or not placements.size:
-                continue
+        for component, fields in scatter.sensors.items():
+            placements = grid.sensors[component]
             array = placements.copy()
             have = np.zeros(array.size, dtype=bool)
-            for fld in fields.values():
+            for fld, _gather in fields:
                 array[fld] = np.nan
-            for point, (comp, fld, row) in self.binding.sensor_points.items():
-                if comp != component:
-                    continue
-                reading = good.get(point)
-                if reading is not None:
-                    array[fld][row] = reading.value
-                    have[row] = True
-                    used += 1
+            for fld, (points, rows) in fields:
+                ok = good[points]
+                array[fld][rows[ok]] = value[points[ok]]
+                have[rows[ok]] = True
+                used += int(np.count_nonzero(ok))
             _fill_sigmas(component, array, have, self.settings.accuracy)
             if have.any():
                 meas[component] = array[have]
-        if self.binding.node_points:
-            rows = [(row, good[p].value) for p, row in self.binding.node_points.items() if p in good]
-            if rows:
-                vs = initialize_array("input", "sym_voltage_sensor", len(rows))
-                node = grid.component("node")
-                idx = np.array([r for r, _ in rows])
-                vs["measured_object"] = node["id"][idx]
-                vs["u_measured"] = [v for _, v in rows]
-                vs["u_sigma"] = self.settings.voltage_sigma_pu * node["u_rated"][idx]
-                vs["id"] = 0  # renumbered by combine_measurements
-                meas["sym_voltage_sensor"] = (
-                    np.concatenate([meas["sym_voltage_sensor"], vs]) if "sym_voltage_sensor" in meas else vs
-                )
-                used += len(rows)
+        ok = good[scatter.nodes.points]
+        if ok.any():
+            node = grid.component("node")
+            idx = scatter.nodes.rows[ok]
+            vs = initialize_array("input", "sym_voltage_sensor", idx.size)
+            vs["measured_object"] = node["id"][idx]
+            vs["u_measured"] = value[scatter.nodes.points[ok]]
+            vs["u_sigma"] = self.settings.voltage_sigma_pu * node["u_rated"][idx]
+            vs["id"] = 0  # renumbered by combine_measurements
+            meas["sym_voltage_sensor"] = (
+                np.concatenate([meas["sym_voltage_sensor"], vs]) if "sym_voltage_sensor" in meas else vs
+            )
+            used += int(idx.size)
         measurements = combine_measurements(grid, meas, self._pseudo)
         timings["measurements"] = (_time.perf_counter() - t1) * 1e3
         # -- state estimation ---------------------------------------------------------------------------
@@ -646,16 +688,16 @@ class RealTimeCycle:
         # switch positions not yet received (right after a start) say nothing about supply or
         # uncommanded changes: those alarms keep their (restored) state until the telemetry is in
         switches_known = np.ones(grid.switches.size, dtype=bool)
-        for point, row in self.binding.switch_points.items():
-            switches_known[row] &= point in good or waited
+        if not waited:
+            switches_known[scatter.switches.rows[~good[scatter.switches.points]]] = False
         if self._load_nodes is not None:
             lost = self._in_service_loads & ~topo_energised[self._load_nodes]
             events += self.supply.update_conditions(now, lost, valid=np.full(lost.size, bool(switches_known.all())))
         if self.switching.channels.size:
             uncommanded = grid.switches["closed"] != self._commanded
             events += self.switching.update_conditions(now, uncommanded, valid=switches_known)
-        received = np.array([p in readings for p in self._point_names], dtype=bool)
-        failing = np.array([readings[p].quality != 0 if p in readings else True for p in self._point_names], dtype=bool)
+        received = values.received[scatter.telemetry]
+        failing = ~received | (values.quality[scatter.telemetry] != 0)
         events += self.telemetry.update_conditions(now, failing, valid=received | waited)
         elapsed_s = _time.perf_counter() - t0
         # right after start-up the first values are still on their way: no estimate is expected yet
@@ -673,7 +715,10 @@ class RealTimeCycle:
             alarm_events=events,
             timings_ms=timings,
             used_points=used,
-            bad_points=len(readings) - len(good),
+            bad_points=int(np.count_nonzero(values.received))
+            + values.other_count
+            - int(np.count_nonzero(good))
+            - values.other_good,
             switch_changes=changes,
         )
 
@@ -692,4 +737,4 @@ def is_raise(event: AlarmEvent) -> bool:
     return event.announced
 
 
-__all__ = ["AreaSuppression", "CycleResult", "CycleSettings", "Reading", "RealTimeCycle", "is_raise"]
+__all__ = ["AreaSuppression", "CycleResult", "CycleSettings", "CycleTrigger", "RealTimeCycle", "is_raise"]

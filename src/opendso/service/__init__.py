@@ -1,9 +1,11 @@
 """The control-room service: FastAPI app, users and roles, the audit trail and the runtime behind them."""
 
-from opendso.service.app import ServiceSettings, create_app
-from opendso.service.audit import AuditTrail, VerificationResult, audit_verify_command, verify_chain
-from opendso.service.controlroom import ControlRoom, schematic_layout
-from opendso.service.security import Permission, Role, Security, ensure_admin, users_command
+from opendso.grid.layout import schematic_layout
+from opendso.service.app import create_app
+from opendso.service.audit import AuditTrail, VerificationResult, verify_chain
+from opendso.service.config import ServiceSettings
+from opendso.service.controlroom import ControlRoom
+from opendso.service.security import Permission, Role, Security, ensure_admin
 
 __all__ = [
     "AuditTrail",
@@ -13,10 +15,8 @@ __all__ = [
     "Security",
     "ServiceSettings",
     "VerificationResult",
-    "audit_verify_command",
     "create_app",
     "ensure_admin",
     "schematic_layout",
-    "users_command",
     "verify_chain",
 ]

@@ -28,21 +28,20 @@ configuration change (``user.add``, ``user.password``, ``user.roles``, ``user.di
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from opendso.errors import InputError
+from opendso.service.syslog_copy import compare_with_copy
 from opendso.store.historian import Historian
 from opendso.store.integrity import (
     GENESIS_HASH,
@@ -54,12 +53,11 @@ from opendso.store.integrity import (
     verify_rows,
 )
 from opendso.store.security_schema import audit
+from opendso.timeutil import from_epoch_us, to_epoch_us
 
 log = logging.getLogger(__name__)
 
 CHAIN = "audit"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 _LOCK = threading.Lock()
 #: At most this many (action, source) buckets are counted per minute; more go to one overflow bucket.
 MAX_BUCKETS = 1000
@@ -102,7 +100,7 @@ class AuditRecord:
     @property
     def ts_us(self) -> int:
         """The time as microseconds since the epoch (as hashed)."""
-        return (self.ts - _EPOCH) // _ONE_US
+        return to_epoch_us(self.ts)
 
 
 #: One finding of :func:`verify_chain` (``kind``: see :class:`~opendso.store.integrity.ChainProblem`).
@@ -188,7 +186,7 @@ class AuditTrail:
         when = datetime.now(UTC) if ts is None else ts
         if when.tzinfo is None:
             raise InputError(f"audit {action!r}: naive datetime {when.isoformat()}")
-        ts_us = (when - _EPOCH) // _ONE_US
+        ts_us = to_epoch_us(when)
         sealer = sealer_of(self.engine)
         # one writer at a time: the sequence number and the link come from the newest record; a
         # writer in another process that took the same number makes the insert fail, and it retries
@@ -225,7 +223,7 @@ class AuditTrail:
         if forwarder is not None:
             forwarder.notify()
         return AuditRecord(
-            seq, _EPOCH + ts_us * _ONE_US, actor, source_ip, action, element, result, reason, extra, prev, digest
+            seq, from_epoch_us(ts_us), actor, source_ip, action, element, result, reason, extra, prev, digest
         )
 
     # -- refusals, aggregated ---------------------------------------------------------------------
@@ -376,7 +374,7 @@ class AuditTrail:
 def _record(r: Any) -> AuditRecord:
     return AuditRecord(
         seq=int(r.seq),
-        ts=_EPOCH + int(r.ts_us) * _ONE_US,
+        ts=from_epoch_us(r.ts_us),
         actor=r.actor,
         source_ip=r.source_ip,
         action=r.action,
@@ -435,8 +433,6 @@ def integrity_report(engine: sa.Engine, *, syslog_copy: Path | None = None) -> d
     }
     ok = all(r.ok for r in chains.values()) and not rows
     if syslog_copy is not None:
-        from opendso.service.syslog import compare_with_copy
-
         found = compare_with_copy(AuditTrail(engine).iter_all(), syslog_copy)
         out["syslog"] = {
             "copy": str(syslog_copy),
@@ -450,126 +446,12 @@ def integrity_report(engine: sa.Engine, *, syslog_copy: Path | None = None) -> d
     return out
 
 
-def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``audit verify`` and ``audit reseal`` to an argparse subparsers object."""
-    from opendso.service.security import add_database_arguments
-
-    parser: argparse.ArgumentParser = subparsers.add_parser("audit", help="check the audit trail and the event log")
-    sub = parser.add_subparsers(dest="audit_action", required=True)
-    verify = sub.add_parser(
-        "verify",
-        help="check the keyed hash chains (audit trail, event log), their anchors and the sealed user rows",
-    )
-    add_database_arguments(verify)
-    verify.add_argument(
-        "--syslog-copy",
-        default=None,
-        help="the syslog collector's copy of the audit records (a file of RFC 5424 messages) to compare with",
-    )
-    verify.add_argument("--json", action="store_true", help="print one JSON object")
-    reseal = sub.add_parser(
-        "reseal",
-        help="make a new integrity key when the old one is lost, accepting the database as it is now (audited)",
-    )
-    add_database_arguments(reseal)
-    reseal.add_argument("--yes", action="store_true", help="really do it")
-    verify.set_defaults(func=audit_verify_command)
-    reseal.set_defaults(func=audit_reseal_command)
-    return parser
-
-
-def audit_verify_command(args: argparse.Namespace) -> int:
-    """Run ``opendso audit verify``: check the database's chains and seals and print the outcome.
-
-    The database checked is named first. Returns the exit status: 0 when everything is intact,
-    1 when a problem was found; a database that does not exist or has no audit trail is bad
-    input (:class:`InputError`, exit 2).
-    """
-    from pathlib import Path as _Path
-
-    from opendso.service.security import database_of
-
-    choice = database_of(args)
-    historian = Historian.open(choice.url, must_exist=True, key_path=choice.key_path)
-    try:
-        if not AuditTrail(historian.engine).last_seq():
-            raise InputError(f"database {historian.url} has no audit trail (is this OpenDSO's database?)")
-        copy = getattr(args, "syslog_copy", None)
-        report = integrity_report(historian.engine, syslog_copy=_Path(copy) if copy else None)
-    finally:
-        historian.close()
-    if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(report) + "\n")
-        return 0 if report["ok"] else 1
-    sys.stdout.write(f"database: {report['database']}\n")
-    for name, label in (("audit", "audit trail"), ("events", "event log")):
-        r = report[name]
-        state = "intact" if r["ok"] else f"BROKEN ({len(r['problems'])} problem(s))"
-        unkeyed = f", {r['unkeyed']} from before the integrity key" if r["unkeyed"] else ""
-        sys.stdout.write(
-            f"{label} {state}: {r['records']} record(s){unkeyed}, last seq {r['last_seq']}, head {r['head_hash']}\n"
-        )
-        for p in r["problems"]:
-            sys.stdout.write(f"  seq {p['seq']}: {p['kind']}: {p['message']}\n")
-    if report["rows"]:
-        sys.stdout.write(f"users and sessions: {len(report['rows'])} TAMPERED row(s)\n")
-        for p in report["rows"]:
-            sys.stdout.write(f"  {p['table']} {p['key']}: {p['message']}\n")
-    else:
-        sys.stdout.write("users and sessions: every row matches its seal\n")
-    if "syslog" in report:
-        c = report["syslog"]
-        state = "matches" if c["ok"] else f"DIFFERS ({len(c['problems'])} problem(s))"
-        sys.stdout.write(f"collector's copy {c['copy']} {state}: {c['records']} record(s), last seq {c['last_seq']}\n")
-        for p in c["problems"]:
-            sys.stdout.write(f"  seq {p['seq']}: {p['kind']}: {p['message']}\n")
-    return 0 if report["ok"] else 1
-
-
-def audit_reseal_command(args: argparse.Namespace) -> int:
-    """Run ``opendso audit reseal``: start a new integrity key on a database whose key is lost.
-
-    Everything the database holds now is sealed with the new key and both chains are anchored
-    where they stand; the first record of the new key says so (``integrity.reseal``). Exit 2
-    without ``--yes``, or when the key file is still there.
-    """
-    from opendso.service.security import cli_actor, database_of
-    from opendso.store.integrity import default_key_path, reseal
-
-    if not getattr(args, "yes", False):
-        raise InputError("reseal accepts the database as it is now, including any change made to it: add --yes")
-    choice = database_of(args)
-    url = choice.url
-    key_path = choice.key_path or default_key_path(url)
-    if key_path.exists():
-        raise InputError(f"the integrity key {key_path} exists: nothing to reseal")
-    from opendso.store.engine import create_engine
-
-    engine = create_engine(url)
-    try:
-        counts = reseal(engine, url, key_path)
-    finally:
-        engine.dispose()
-    with Historian.open(url, key_path=key_path) as historian:
-        AuditTrail(historian.engine).append(
-            "integrity.reseal",
-            actor=cli_actor(),
-            reason="integrity key lost: the database's present state was accepted and sealed with a new key",
-            details=counts,
-        )
-    sys.stdout.write(f"new integrity key {key_path}; sealed {counts}\n")
-    return 0
-
-
 __all__ = [
     "GENESIS_HASH",
     "AuditProblem",
     "AuditRecord",
     "AuditTrail",
     "VerificationResult",
-    "add_audit_parser",
-    "audit_reseal_command",
-    "audit_verify_command",
     "integrity_report",
     "record_hash",
     "verify_chain",

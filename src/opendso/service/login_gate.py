@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from opendso.service.security import ThrottledError
+from opendso.errors import ThrottledError
 
 log = logging.getLogger(__name__)
 

@@ -38,37 +38,34 @@ How many logins are hashed at once, and how often, is the web service's business
 
 from __future__ import annotations
 
-import argparse
 import collections
 import enum
 import hashlib
 import hmac
 import logging
 import math
-import os
 import secrets
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from opendso.errors import InputError, OpenDSOError
+from opendso.errors import AuthError, ForbiddenError, InputError, IntegrityError, ThrottledError, UnknownUserError
 from opendso.service.audit import AuditTrail
+from opendso.settings import get_settings, reveal
 from opendso.store.historian import Historian
-from opendso.store.integrity import IntegrityError, Sealer, sealer_of, session_row, user_row
+from opendso.store.integrity import Sealer, sealer_of, session_row, user_row
 from opendso.store.security_schema import login_throttle, sessions, users
+from opendso.timeutil import from_epoch_us, to_epoch_us
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
+_ONE_US = timedelta(microseconds=1)  # durations to microseconds
 SESSION_COOKIE = "opendso_session"
 CSRF_HEADER = "X-CSRF-Token"
 LOGIN_FAILED = "wrong username or password, or the account is disabled"
@@ -108,34 +105,6 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 ADMIN_ROLES = (Role.SECURITY_ADMINISTRATOR, Role.OPERATOR, Role.ENGINEER)
-
-
-class AuthError(OpenDSOError):
-    """Not authenticated: no, an unknown or an expired session, or a failed login (HTTP 401).
-
-    ``presented``: a token was given but is not (or no longer) valid: forged, revoked or
-    expired. Those are audited as refused access; a request without any token is not.
-    """
-
-    def __init__(self, message: str, *, presented: bool = False) -> None:
-        super().__init__(message)
-        self.presented = presented
-
-
-class ThrottledError(OpenDSOError):
-    """Too many attempts: wait ``retry_after_s`` seconds (HTTP 429 with ``Retry-After``)."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = max(1, int(retry_after_s))
-
-
-class ForbiddenError(OpenDSOError):
-    """Authenticated, but the roles do not allow the action, or the CSRF token is missing (HTTP 403)."""
-
-
-class UnknownUserError(InputError):
-    """A user name that does not exist (``opendso users``)."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +197,7 @@ def parse_roles(roles: Iterable[str]) -> tuple[Role, ...]:
 
 
 def _us(when: datetime) -> int:
-    return (when - _EPOCH) // _ONE_US
+    return to_epoch_us(when)
 
 
 def _hash_token(token: str) -> str:
@@ -561,7 +530,7 @@ class Security:
                 r.username,
                 r.source_ip,
                 int(r.failures),
-                _EPOCH + int(r.blocked_until_us) * _ONE_US if r.blocked_until_us > now_us else None,
+                from_epoch_us(r.blocked_until_us) if r.blocked_until_us > now_us else None,
             )
             for r in rows
         ]
@@ -767,7 +736,7 @@ class Security:
             raise AuthError("not logged in, or the session expired: log in again", presented=True) from None
         if user.disabled:
             raise AuthError("not logged in, or the session expired: log in again", presented=True)
-        return Session(user, srow.kind, srow.csrf_token, _EPOCH + int(srow.expires_us) * _ONE_US, digest)
+        return Session(user, srow.kind, srow.csrf_token, from_epoch_us(srow.expires_us), digest)
 
     def live_sessions(self, token_hashes: Iterable[str]) -> set[str]:
         """Which of these sessions are still open (not ended, expired or of a disabled user), in one query."""
@@ -824,163 +793,12 @@ def ensure_admin(historian: Historian, password: str | None = None) -> str | Non
     security = Security(historian.engine)
     if security.user_count():
         return None
-    secret = password or os.environ.get("OPENDSO_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
-    chosen = password or os.environ.get("OPENDSO_ADMIN_PASSWORD")
+    chosen = password or reveal(get_settings().passwords.admin_password)
+    secret = chosen or secrets.token_urlsafe(12)
     # a generated password is shown once on the console: it must be replaced at the first login
     security.add_user("admin", secret, [r.value for r in ADMIN_ROLES], actor="opendso", must_change_password=not chosen)
     log.info("event=admin_created user=admin")
     return secret
-
-
-def cli_actor() -> str:
-    """The actor of a command-line change: ``cli:`` and the operating-system account running it.
-
-    Taken from the process's user id, not from ``$USER`` (which anyone can set).
-    """
-    import pwd
-
-    try:
-        account = pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        account = f"uid{os.geteuid()}"
-    return f"cli:{account}"
-
-
-def add_database_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data-dir`` and ``--database-url``, as every command that opens OpenDSO's database takes them."""
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="data folder: its opendso.db, and the integrity key of any database "
-        "(default: OPENDSO_DATA_DIR or ~/.local/share/opendso)",
-    )
-    parser.add_argument(
-        "--database-url",
-        default=None,
-        help="database (default: OPENDSO_DATABASE_URL, else opendso.db in the data folder)",
-    )
-
-
-@dataclass(frozen=True)
-class DatabaseChoice:
-    """The database a command works on and where its integrity key is (None: the default place)."""
-
-    url: str
-    key_path: Path | None
-
-
-def database_of(args: argparse.Namespace) -> DatabaseChoice:
-    """``--database-url`` (else ``opendso.db`` in ``--data-dir``, else the default); the key in ``--data-dir``.
-
-    With both options the database is the URL's and the integrity key the data folder's, as
-    ``opendso run --data-dir X --database-url URL`` keeps them.
-    """
-    from opendso.store.engine import default_database_url
-    from opendso.store.integrity import KEY_FILE
-
-    url = getattr(args, "database_url", None)
-    folder = getattr(args, "data_dir", None)
-    base = Path(folder).expanduser().resolve() if folder else None
-    if url:
-        return DatabaseChoice(str(url), base / KEY_FILE if base is not None else None)
-    if base is not None:
-        return DatabaseChoice(f"sqlite:///{base / 'opendso.db'}", None)
-    return DatabaseChoice(default_database_url(), None)
-
-
-def add_users_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``users`` (add, set-password, set-roles, disable, enable, list) to an argparse subparsers object."""
-    parser: argparse.ArgumentParser = subparsers.add_parser("users", help="manage the users of the control room")
-    add_database_arguments(parser)
-    sub = parser.add_subparsers(dest="users_action", required=True)
-    add = sub.add_parser("add", help="create a user (the password is asked for, or read from OPENDSO_PASSWORD)")
-    add.add_argument("username")
-    add.add_argument("--roles", required=True, help=f"comma-separated roles: {', '.join(r.value for r in Role)}")
-    pw = sub.add_parser("set-password", help="set a user's password (asked for, or OPENDSO_PASSWORD)")
-    pw.add_argument("username")
-    temporary = "a temporary password: the user must choose a new one at the next login"
-    add.add_argument("--temporary", action="store_true", help=temporary)
-    pw.add_argument("--temporary", action="store_true", help=temporary)
-    roles = sub.add_parser("set-roles", help="replace a user's roles")
-    roles.add_argument("username")
-    roles.add_argument("--roles", required=True, help="comma-separated roles")
-    dis = sub.add_parser("disable", help="disable a user and close their sessions")
-    dis.add_argument("username")
-    ena = sub.add_parser("enable", help="enable a disabled user and lift the throttles on its logins")
-    ena.add_argument("username")
-    sub.add_parser("list", help="list the users, their roles and the throttles on their logins")
-    return parser
-
-
-def _read_password() -> str:
-    env = os.environ.get("OPENDSO_PASSWORD")
-    if env:
-        return env
-    import getpass
-
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
-        raise InputError("the two passwords differ")
-    return first
-
-
-def users_command(args: argparse.Namespace) -> int:
-    """Run ``opendso users ACTION``; bad input raises :class:`InputError` (exit status 2).
-
-    The database used is named on stderr. Only ``add`` may start from a database that does
-    not exist yet (for installing the first users before the first start).
-    """
-    choice = database_of(args)
-    action = args.users_action
-    historian = Historian.open(choice.url, must_exist=action != "add", key_path=choice.key_path)
-    sys.stderr.write(f"database: {historian.url}\n")
-    actor = cli_actor()
-    from opendso.service.syslog import start_forwarding
-
-    forwarder = start_forwarding(historian.engine)
-    try:
-        security = Security(historian.engine)
-        if action == "add":
-            user = security.add_user(
-                args.username, _read_password(), args.roles.split(","), actor=actor, must_change_password=args.temporary
-            )
-            sys.stdout.write(f"added {user.username} ({', '.join(user.roles)})\n")
-        elif action == "set-password":
-            security.set_password(args.username, _read_password(), actor=actor, must_change_password=args.temporary)
-            sys.stdout.write(f"password of {args.username} set\n")
-        elif action == "set-roles":
-            user = security.set_roles(args.username, args.roles.split(","), actor=actor)
-            sys.stdout.write(f"roles of {user.username}: {', '.join(user.roles)}\n")
-        elif action == "disable":
-            security.set_disabled(args.username, True, actor=actor)
-            sys.stdout.write(f"{args.username} disabled\n")
-        elif action == "enable":
-            lifted = security.set_disabled(args.username, False, actor=actor)
-            extra = f"; login throttle lifted for {', '.join(t.source_ip for t in lifted)}" if lifted else ""
-            sys.stdout.write(f"{args.username} enabled{extra}\n")
-        elif action == "list":
-            for info in security.list_users():
-                u = info.user
-                state = (
-                    (" (disabled)" if u.disabled else "")
-                    + (" (temporary password)" if u.must_change_password else "")
-                    + ("" if info.intact else " (TAMPERED: changed outside OpenDSO; reset the password)")
-                )
-                sys.stdout.write(f"{u.username}\t{','.join(u.roles)}{state}\n")
-                for t in info.throttles:
-                    until = (
-                        f"blocked until {t.blocked_until:%Y-%m-%d %H:%M:%S} UTC"
-                        if t.blocked_until is not None
-                        else "not blocked"
-                    )
-                    sys.stdout.write(f"\tlogin throttle: {t.failures} failed from {t.source_ip}, {until}\n")
-        else:  # pragma: no cover - argparse restricts the choices
-            raise InputError(f"unknown users action {action!r}")
-    finally:
-        if forwarder is not None:
-            forwarder.stop()
-        historian.close()
-    return 0
 
 
 __all__ = [
@@ -990,7 +808,6 @@ __all__ = [
     "ROLE_PERMISSIONS",
     "SESSION_COOKIE",
     "AuthError",
-    "DatabaseChoice",
     "ForbiddenError",
     "LoginThrottle",
     "Permission",
@@ -1002,11 +819,6 @@ __all__ = [
     "UnknownUserError",
     "User",
     "UserInfo",
-    "add_database_arguments",
-    "add_users_parser",
     "check_password",
-    "cli_actor",
-    "database_of",
     "ensure_admin",
-    "users_command",
 ]

@@ -154,10 +154,9 @@ class WebServer:
             await self._task
         self.sock.close()
         app = self._server.config.app
-        if isinstance(app, FastAPI) and hasattr(app.state, "gate"):
-            from opendso.service.app import close_app
-
-            await asyncio.to_thread(close_app, app)
+        close = getattr(app.state, "close", None) if isinstance(app, FastAPI) else None
+        if callable(close):  # what create_app started (hashing workers, pending audit summaries)
+            await asyncio.to_thread(close)
         log.info("event=web_service_stopped")
 
 

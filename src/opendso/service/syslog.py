@@ -6,7 +6,7 @@ a person cannot reach; IEC 62351-14 (cyber security event logging) and NERC CIP-
 security events to be sent to a central log. :class:`SyslogForwarder` sends each audit record,
 with its sequence number and chained hash, to a collector (rsyslog, syslog-ng, a SIEM) and
 ``opendso audit verify --syslog-copy FILE`` compares the trail with the collector's copy
-(:func:`compare_with_copy`).
+(:func:`compare_with_copy`, in :mod:`opendso.service.syslog_copy`).
 
 Messages (RFC 5424 section 6), one per record::
 
@@ -42,7 +42,6 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -53,11 +52,13 @@ import sqlalchemy as sa
 from opendso.errors import InputError
 from opendso.service.audit import AuditRecord, AuditTrail, set_forwarder
 from opendso.service.server import is_loopback
-from opendso.store.integrity import ChainProblem, canonical, sealer_of, write_private
+from opendso.service.syslog_copy import SD_ID, CopiedRecord, CopyComparison, compare_with_copy, parse_copy
+from opendso.settings import get_settings
+from opendso.store.integrity import canonical, sealer_of, write_private
+from opendso.timeutil import Backoff
 
 log = logging.getLogger(__name__)
 
-SD_ID = "opendso-audit@32473"
 FACILITY_LOG_AUDIT = 13
 DEFAULT_PORT = 6514
 _BOM = "\ufeff"
@@ -80,20 +81,14 @@ class SyslogSettings:
     @classmethod
     def from_env(cls) -> SyslogSettings | None:
         """Settings from ``OPENDSO_SYSLOG_URL`` (None when unset), ``_CA``, ``_CERT`` and ``_KEY``."""
-        url = os.environ.get("OPENDSO_SYSLOG_URL")
-        if not url:
+        env = get_settings().syslog
+        if not env.url:
             return None
 
-        def path(name: str) -> Path | None:
-            value = os.environ.get(name)
-            return Path(value).expanduser() if value else None
+        def path(value: Path | None) -> Path | None:
+            return value.expanduser() if value is not None else None
 
-        return cls(
-            url,
-            ca_file=path("OPENDSO_SYSLOG_CA"),
-            cert_file=path("OPENDSO_SYSLOG_CERT"),
-            key_file=path("OPENDSO_SYSLOG_KEY"),
-        )
+        return cls(env.url, ca_file=path(env.ca), cert_file=path(env.cert), key_file=path(env.key))
 
     def address(self) -> tuple[str, int, bool]:
         """(host, port, tls) of the collector; :class:`InputError` for a bad or unsafe URL."""
@@ -137,85 +132,6 @@ def format_message(
     return f"<{pri}>1 {ts} {host} opendso {procid} {msgid} {sd} {_BOM}{body}".encode()
 
 
-_SD_PARAM = re.compile(r'(\w+)="((?:[^"\\\]]|\\.)*)"')
-
-
-@dataclass(frozen=True)
-class CopiedRecord:
-    """What the collector's copy says of one record."""
-
-    seq: int
-    hash: str
-    prev: str
-
-
-def parse_copy(lines: Iterable[str]) -> Iterator[CopiedRecord]:
-    """The audit records in a collector's file of RFC 5424 messages (other lines are skipped)."""
-    marker = "[" + SD_ID
-    for line in lines:
-        start = line.find(marker)
-        if start < 0:
-            continue
-        end = start + len(marker)
-        depth_end = line.find("]", end)
-        while depth_end > 0 and line[depth_end - 1] == "\\":
-            depth_end = line.find("]", depth_end + 1)
-        params = {k: re.sub(r"\\(.)", r"\1", v) for k, v in _SD_PARAM.findall(line[end:depth_end])}
-        try:
-            yield CopiedRecord(int(params["seq"]), params["hash"], params.get("prev", ""))
-        except (KeyError, ValueError):
-            continue
-
-
-@dataclass(frozen=True)
-class CopyComparison:
-    """What :func:`compare_with_copy` found."""
-
-    records: int
-    last_seq: int
-    problems: list[ChainProblem]
-
-
-def compare_with_copy(records: Iterable[AuditRecord], copy: Path) -> CopyComparison:
-    """Compare the audit trail with a collector's copy: every copied record must be in the trail, unchanged.
-
-    Finds records deleted from the trail (``missing``), records whose hash differs (``rewritten``:
-    the trail was re-chained, even with the key) and a trail shorter than the copy (``truncated``).
-    Records newer than the copy are fine (the collector may lag).
-    """
-    try:
-        with copy.open(encoding="utf-8", errors="replace") as fh:
-            copied = {c.seq: c for c in parse_copy(fh)}
-    except OSError as exc:
-        raise InputError(f"syslog copy {copy}: cannot be read ({exc.strerror})") from None
-    if not copied:
-        raise InputError(f"syslog copy {copy}: no OpenDSO audit records in it")
-    problems: list[ChainProblem] = []
-    seen: set[int] = set()
-    last = 0
-    for rec in records:
-        last = rec.seq
-        c = copied.get(rec.seq)
-        if c is None:
-            continue
-        seen.add(rec.seq)
-        if c.hash != rec.hash:
-            problems.append(ChainProblem(rec.seq, "rewritten", f"record {rec.seq} differs from the collector's copy"))
-    newest = max(copied)
-    for seq in sorted(set(copied) - seen):
-        if seq <= last:
-            problems.append(
-                ChainProblem(seq, "missing", f"record {seq} is in the collector's copy but not in the trail")
-            )
-    if newest > last:
-        problems.append(
-            ChainProblem(
-                last, "truncated", f"the trail ends at record {last}; the collector has records up to {newest}"
-            )
-        )
-    return CopyComparison(len(copied), newest, problems)
-
-
 class SyslogForwarder:
     """Forwards every audit record of a database to a syslog collector (see the module docstring)."""
 
@@ -232,7 +148,8 @@ class SyslogForwarder:
         self._stop = threading.Event()
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._backoff = 1.0
+        # the first retry after 1 s (or the maximum, when that is shorter), doubling up to the maximum
+        self._backoff = Backoff(min(1.0, settings.max_backoff_s), settings.max_backoff_s)
         self.delivered = 0
         self.failures = 0
 
@@ -311,19 +228,18 @@ class SyslogForwarder:
                         self.host,
                         self.port,
                         exc,
-                        self._backoff,
+                        self._backoff.current,
                     )
                     self._close()
-                    if self._stop.wait(self._backoff):
+                    if self._stop.wait(self._backoff.next()):
                         return
-                    self._backoff = min(self._backoff * 2, self.settings.max_backoff_s)
                     continue
                 except Exception:
                     log.exception("event=syslog_forward_crashed")
-                    if self._stop.wait(self._backoff):
+                    if self._stop.wait(self._backoff.current):
                         return
                     continue
-                self._backoff = 1.0
+                self._backoff.reset()
                 if not more:
                     break
 

@@ -5,11 +5,12 @@ SQLite (WAL) in the data folder is the embedded default; PostgreSQL is selected 
 schema.
 """
 
+from opendso.errors import StoreError, StoreInputError, StoreUnavailableError, UnknownPointError
+from opendso.measurement import Measurement
 from opendso.store.buffer import DiskBuffer
 from opendso.store.engine import data_dir, default_database_url
-from opendso.store.errors import StoreError, StoreInputError, StoreUnavailableError, UnknownPointError
 from opendso.store.events import Event, EventLog
-from opendso.store.historian import Historian, Measurement, WriteResult
+from opendso.store.historian import Historian, WriteResult
 from opendso.store.quality import Quality
 
 __all__ = [

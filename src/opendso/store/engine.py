@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+
+from opendso.settings import get_settings
 
 #: Errors that mean "the database cannot be reached or cannot write now": the write path buffers.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -21,16 +22,12 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 def data_dir() -> Path:
     """Return OpenDSO's data folder: ``OPENDSO_DATA_DIR``, else ``$XDG_DATA_HOME/opendso`` (~/.local/share)."""
-    configured = os.environ.get("OPENDSO_DATA_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "opendso"
+    return get_settings().folders.data_folder()
 
 
 def default_database_url() -> str:
     """Return ``OPENDSO_DATABASE_URL`` when set, else the embedded SQLite file in the data folder."""
-    configured = os.environ.get("OPENDSO_DATABASE_URL")
+    configured = get_settings().database.url
     if configured:
         return configured
     return f"sqlite:///{data_dir() / 'opendso.db'}"

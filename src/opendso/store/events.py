@@ -2,8 +2,10 @@
 
 Alarm transitions, commands, acknowledgements, shift notes and tags are appended here. Each
 event gets the next sequence number (exactly one more than the newest); readers follow the log
-by sequence range. There is no update or delete API, and the database refuses both (triggers
-created by the migration).
+by sequence range (:meth:`EventLog.read`) or look events up by kind, time and sequence
+(:meth:`EventLog.find`: the alarm journal, the shift notes). Every reader goes through
+:class:`EventLog`, so the rows are read in one place and the chain written in one. There is no
+update or delete API, and the database refuses both (triggers created by the migration).
 
 The log is a keyed hash chain like the audit trail (:mod:`opendso.store.integrity`): each
 event's ``hash`` is the HMAC of its content and the previous event's hash, and the newest head
@@ -20,19 +22,18 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from opendso.store.errors import StoreInputError
+from opendso.errors import StoreInputError
 from opendso.store.integrity import GENESIS_HASH, ChainReport, event_body, sealer_of, verify_rows
 from opendso.store.schema import events
+from opendso.timeutil import from_epoch_us, to_epoch_us
 
 log = logging.getLogger(__name__)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 _LOCK = threading.Lock()
 CHAIN = "events"
 
@@ -91,7 +92,7 @@ class EventLog:
                     out = []
                     for kind, actor, element, body, ts_us in prepared:
                         seq += 1
-                        event = Event(seq, _EPOCH + ts_us * _ONE_US, actor, kind, element, body)
+                        event = Event(seq, from_epoch_us(ts_us), actor, kind, element, body)
                         hashed = {
                             "seq": seq,
                             "ts_us": ts_us,
@@ -148,7 +149,7 @@ class EventLog:
         when = datetime.now(UTC) if ts is None else ts
         if when.tzinfo is None or when.utcoffset() is None:
             raise StoreInputError(f"event {kind!r}: naive datetime {when.isoformat()}; give a timezone-aware time")
-        return kind, actor, element, body, (when - _EPOCH) // _ONE_US
+        return kind, actor, element, body, to_epoch_us(when)
 
     def read(self, first_seq: int = 1, last_seq: int | None = None, *, limit: int | None = None) -> list[Event]:
         """Return the events with ``first_seq <= seq <= last_seq`` (to the end by default), in sequence order."""
@@ -157,11 +158,48 @@ class EventLog:
             query = query.where(events.c.seq <= last_seq)
         if limit is not None:
             query = query.limit(limit)
+        return self._fetch(query)
+
+    def find(
+        self,
+        *,
+        kind: str | None = None,
+        kind_prefix: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        before: int | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """Return the events that match every filter given, in sequence order (newest first if asked).
+
+        ``kind`` is an exact kind, ``kind_prefix`` the start of one (``"alarm."``: every alarm
+        event; ``%`` and ``_`` are plain characters); ``start <= ts < end`` bounds the event time
+        and ``before`` the sequence number (``seq < before``, to page back). ``limit`` caps the
+        count, taken from the newest end when ``newest_first``. Naive times raise
+        :class:`StoreInputError`.
+        """
+        query = sa.select(events)
+        if kind is not None:
+            query = query.where(events.c.kind == kind)
+        if kind_prefix is not None:
+            query = query.where(events.c.kind.startswith(kind_prefix, autoescape=True))
+        if start is not None:
+            query = query.where(events.c.ts_us >= _aware_us("start", start))
+        if end is not None:
+            query = query.where(events.c.ts_us < _aware_us("end", end))
+        if before is not None:
+            query = query.where(events.c.seq < before)
+        query = query.order_by(events.c.seq.desc() if newest_first else events.c.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        return self._fetch(query)
+
+    def _fetch(self, query: sa.Select[Any]) -> list[Event]:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [
-            Event(int(r.seq), _EPOCH + int(r.ts_us) * _ONE_US, r.actor, r.kind, r.element, dict(r.payload))
-            for r in rows
+            Event(int(r.seq), from_epoch_us(int(r.ts_us)), r.actor, r.kind, r.element, dict(r.payload)) for r in rows
         ]
 
     def read_head(self) -> tuple[int, str] | None:
@@ -176,6 +214,12 @@ class EventLog:
         """Return the newest sequence number, 0 when the log is empty."""
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0))).scalar_one())
+
+
+def _aware_us(name: str, when: datetime) -> int:
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise StoreInputError(f"event search: naive {name} {when.isoformat()}; give a timezone-aware time")
+    return to_epoch_us(when)
 
 
 def _rows(engine: sa.Engine, chunk: int = 5000) -> Iterator[Any]:

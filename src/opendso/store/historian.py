@@ -36,13 +36,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
+from opendso.errors import StoreInputError, StoreUnavailableError, UnknownPointError
 from opendso.measurement import Measurement
-from opendso.store import migrate
 from opendso.store.buffer import NO_SEQ, ROW_DTYPE, DiskBuffer
 from opendso.store.engine import UNAVAILABLE_ERRORS, create_engine, data_dir, default_database_url, safe_url
-from opendso.store.errors import StoreInputError, StoreUnavailableError, UnknownPointError
 from opendso.store.events import EventLog
 from opendso.store.integrity import open_sealer, private_folder, register
+from opendso.store.migrate import upgrade as upgrade_schema
 from opendso.store.quality import ALL_QUALITY_BITS, Quality
 from opendso.store.schema import measurements, points
 
@@ -142,7 +142,7 @@ class Historian:
                 os.close(os.open(sqlite_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         engine = create_engine(url, sqlite_busy_timeout_s=sqlite_busy_timeout_s, connect_timeout_s=connect_timeout_s)
         try:
-            migrate.upgrade(engine)
+            upgrade_schema(engine)
             sealer = open_sealer(engine, url, Path(key_path) if key_path is not None else None, create=not must_exist)
         except UNAVAILABLE_ERRORS as exc:
             engine.dispose()

@@ -47,7 +47,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from opendso.errors import InputError, OpenDSOError
+from opendso.errors import InputError, IntegrityError, IntegrityKeyMissingError
+from opendso.settings import get_settings
 from opendso.store.engine import data_dir
 
 log = logging.getLogger(__name__)
@@ -55,14 +56,6 @@ log = logging.getLogger(__name__)
 GENESIS_HASH = "0" * 64
 KEY_FILE = "integrity.key"
 _KEY_BYTES = 32
-
-
-class IntegrityError(OpenDSOError):
-    """Sealed data does not match its seal: it was changed outside OpenDSO."""
-
-
-class IntegrityKeyMissingError(InputError):
-    """The integrity key file is missing while the database holds data sealed with a key."""
 
 
 def private_folder(folder: Path) -> Path:
@@ -381,9 +374,9 @@ _SEALERS_LOCK = threading.Lock()
 
 def default_key_path(url: str) -> Path:
     """``OPENDSO_INTEGRITY_KEY``, else ``integrity.key`` beside a SQLite file, else in the data folder."""
-    configured = os.environ.get("OPENDSO_INTEGRITY_KEY")
-    if configured:
-        return Path(configured).expanduser()
+    configured = get_settings().database.integrity_key
+    if configured is not None:
+        return configured.expanduser()
     parsed = make_url(url)
     database = parsed.database
     embedded = database and database != ":memory:" and not database.startswith("file:")
@@ -504,9 +497,9 @@ def open_sealer(engine: sa.Engine, url: str, key_path: Path | None = None, *, cr
 
 def reseal(engine: sa.Engine, url: str, key_path: Path) -> dict[str, int]:
     """Make a new key for a database whose key is lost, sealing its present state; return what was sealed."""
-    from opendso.store import migrate
+    from opendso.store.migrate import upgrade as upgrade_schema
 
-    migrate.upgrade(engine)
+    upgrade_schema(engine)
     database = make_url(url).render_as_string(hide_password=True)
     key = IntegrityKey.create(key_path)
     return _seal(engine, key, HeadAnchor(anchor_path(key_path, url)), database, before="lost-key")[1]

@@ -5,7 +5,8 @@ arithmetic and index behaviour on SQLite and PostgreSQL, so interval aggregates 
 integer division and batch writes stay cheap. The API converts to and from timezone-aware UTC.
 
 The migrations under ``migrations/versions`` create exactly these tables; a test checks that
-they agree.
+they agree. Importing this module registers the security tables (:mod:`opendso.store.security_schema`)
+too, so :data:`metadata` here holds every table of the database.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-metadata = sa.MetaData()
+from opendso.store import security_schema as _security_schema  # noqa: F401  (registers users, sessions, audit)
+from opendso.store.metadata import metadata
+
+__all__ = ["alarm_state", "alarm_suppression", "events", "measurements", "metadata", "points"]
 
 #: Registered measurement points: a stable integer id and the name used by adapters and queries.
 points = sa.Table(
@@ -83,5 +87,3 @@ alarm_suppression = sa.Table(
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("since_us", sa.BigInteger, nullable=False),
 )
-
-from opendso.store import security_schema as _security_schema  # noqa: E402,F401  (users, sessions, audit)

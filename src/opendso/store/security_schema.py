@@ -1,6 +1,6 @@
 """Tables of the control-room service: users, sessions, login throttles and the audit trail (SQLAlchemy 2 Core).
 
-They are registered on the same :data:`opendso.store.schema.metadata` as the historian's tables;
+They are registered on the same :data:`opendso.store.metadata.metadata` as the historian's tables;
 migrations ``0002``, ``0003`` and ``0005`` create exactly these. Times are integer microseconds since the epoch (UTC),
 as everywhere in the store.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from opendso.store.schema import metadata
+from opendso.store.metadata import metadata
 
 #: People and API clients that may log in; ``password_hash`` is an argon2id hash, never a password.
 users = sa.Table(

@@ -23,12 +23,12 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-DEFAULT_TEST_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from opendso.settings import get_settings
 
 
 def postgres_test_url() -> str:
     """Return the PostgreSQL URL tests use (``OPENDSO_TEST_POSTGRES_URL`` or the local default)."""
-    return os.environ.get("OPENDSO_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL)
+    return get_settings().database.test_postgres_url
 
 
 def postgres_unreachable_reason(url: str | None = None) -> str | None:

@@ -1,10 +1,21 @@
-"""The transport seam: measurements, adapter counters and the base class every adapter follows.
+"""The transport seam: measurements, adapter counters, commands, and the base class every adapter follows.
 
 Every protocol adapter (Modbus TCP, MQTT, IEC 60870-5-104, ...) derives from
 :class:`TelemetryAdapter`: it is started and stopped (``async with adapter:``), and it hands
 out measurements in batches, either by ``async for batch in adapter.batches()`` or through a
-callback given at construction. :class:`InProcessAdapter` is the in-process implementation for
-fast unit tests of whatever consumes measurements (historian, real-time cycle, alarms).
+callback given at construction.
+
+Commands go the other way through the same object, one interface for every protocol:
+:meth:`TelemetryAdapter.operate_switch` (open or close), :meth:`TelemetryAdapter.send_setpoint`,
+or :meth:`TelemetryAdapter.command` with a :class:`~opendso.telemetry.commands.CommandRequest`.
+Each returns a :class:`~opendso.telemetry.commands.CommandResult` whose outcome is one of the
+four :class:`~opendso.telemetry.commands.CommandOutcome` (refused, no response, confirmed but
+not executed, completed); it never raises for what the field or the request does wrong. The
+feedback a command waits for is the commanded point's status as the adapter hands it out, so
+every protocol's confirmed command is checked the same way (see :mod:`opendso.telemetry.commands`).
+
+:class:`InProcessAdapter` is the in-process implementation for fast unit tests of whatever
+consumes measurements (historian, real-time cycle, alarms) or sends commands.
 """
 
 from __future__ import annotations
@@ -12,16 +23,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
 from opendso.measurement import Measurement
+from opendso.telemetry.commands import (
+    CommandAttempt,
+    CommandKind,
+    CommandOutcome,
+    CommandRequest,
+    CommandResult,
+    FeedbackWatch,
+)
 from opendso.telemetry.quality import Quality
 
-__all__ = ["AdapterCounters", "BatchCallback", "InProcessAdapter", "Measurement", "TelemetryAdapter", "utc_now"]
+__all__ = [
+    "AdapterCounters",
+    "BatchCallback",
+    "CommandHandler",
+    "InProcessAdapter",
+    "Measurement",
+    "TelemetryAdapter",
+    "utc_now",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +97,20 @@ class TelemetryAdapter:
     :meth:`_publish` with each batch. Batches go to ``on_batch`` when given, else to a queue
     read by :meth:`batches` / :meth:`next_batch`; the queue is unbounded so no measurement is
     ever dropped for lack of a reader.
+
+    A protocol that takes commands implements :meth:`_command` (send, interpret the
+    confirmation, then :meth:`_await_feedback`) and :meth:`_status`; the default refuses every
+    command. ``feedback_timeout_s`` is the default time a confirmed command's status may take
+    to report the requested value.
     """
 
     name: str
     on_batch: BatchCallback | None = None
     counters: AdapterCounters = field(default_factory=AdapterCounters)
+    feedback_timeout_s: float = 10.0
     _queue: asyncio.Queue[list[Measurement]] = field(default_factory=asyncio.Queue, init=False, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _watches: dict[str, list[FeedbackWatch]] = field(default_factory=dict, init=False, repr=False)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -139,12 +173,138 @@ class TelemetryAdapter:
             return
         self.counters.received += len(batch)
         self.counters.invalid += sum(1 for m in batch if m.quality & Quality.IV)
+        if self._watches:
+            for m in batch:
+                for watch in self._watches.get(m.point, ()):
+                    watch.offer(m.value, m.quality)
         if self.on_batch is None:
             self._queue.put_nowait(batch)
             return
         result = self.on_batch(batch)
         if result is not None:
             await result
+
+    # -- commands ------------------------------------------------------------------------------
+    async def command(self, request: CommandRequest) -> CommandResult:
+        """Send one command and return its result (one of the four outcomes; see :mod:`~opendso.telemetry.commands`).
+
+        Never raises for the request or the field: a malformed request, an unknown point and an
+        exception while sending are refusals. Cancelling the caller cancels the command's wait
+        (what was sent stays sent).
+        """
+        attempt = CommandAttempt(request, self.name)
+        problem = request.problem()
+        if problem is not None:
+            result = attempt.refused(problem)
+        else:
+            try:
+                result = await self._command(request, attempt)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a library or connection failure while sending: refused, and logged
+                log.exception("event=command_failed adapter=%s point=%s", self.name, request.point)
+                result = attempt.refused(f"exception while sending: {type(exc).__name__}: {exc}")
+        log.log(
+            logging.INFO if result.completed else logging.WARNING,
+            "event=command adapter=%s point=%s command=%r sbo=%s outcome=%s reason=%r",
+            self.name,
+            request.point,
+            request.description,
+            result.select_before_operate,
+            result.outcome,
+            result.reason,
+        )
+        return result
+
+    async def operate_switch(
+        self,
+        point: str,
+        *,
+        closed: bool,
+        select_before_operate: bool | None = None,
+        feedback_timeout_s: float | None = None,
+    ) -> CommandResult:
+        """Close (``closed=True``) or open the switch of ``point``; see :meth:`command`."""
+        return await self.command(
+            CommandRequest(
+                point,
+                CommandKind.SWITCH,
+                1.0 if closed else 0.0,
+                select_before_operate=select_before_operate,
+                feedback_timeout_s=feedback_timeout_s,
+            )
+        )
+
+    async def send_setpoint(
+        self,
+        point: str,
+        value: float,
+        *,
+        select_before_operate: bool | None = None,
+        feedback_timeout_s: float | None = None,
+        tolerance: float | None = None,
+    ) -> CommandResult:
+        """Set ``point`` to ``value`` (in the point's unit); see :meth:`command`."""
+        return await self.command(
+            CommandRequest(
+                point,
+                CommandKind.SETPOINT,
+                float(value),
+                select_before_operate=select_before_operate,
+                feedback_timeout_s=feedback_timeout_s,
+                tolerance=tolerance,
+            )
+        )
+
+    async def _command(self, request: CommandRequest, attempt: CommandAttempt) -> CommandResult:
+        """Send ``request`` over the protocol and return its result; the default takes no commands."""
+        return attempt.refused(f"adapter {self.name} ({type(self).__name__}) takes no commands")
+
+    def _status(self, point: str) -> tuple[float, int] | None:
+        """Return the (value, quality) last handed out for ``point``, None when none was."""
+        return None
+
+    @contextlib.contextmanager
+    def _watching(self, attempt: CommandAttempt, tolerance: float = 0.0) -> Iterator[FeedbackWatch]:
+        """Watch the status of the attempt's point while the block runs (register before sending).
+
+        The status the adapter holds now is offered first: a command asking for the state the
+        point already reports is completed by its confirmation.
+        """
+        request = attempt.request
+        want = request.value
+        if request.kind == CommandKind.SWITCH:
+            watch = FeedbackWatch(request.point, lambda value: value == want)
+        else:
+            watch = FeedbackWatch(request.point, lambda value: abs(value - want) <= tolerance)
+        attempt.watch = watch
+        current = self._status(request.point)
+        if current is not None:
+            watch.offer(*current)
+        watches = self._watches.setdefault(request.point, [])
+        watches.append(watch)
+        try:
+            yield watch
+        finally:
+            watches.remove(watch)
+            if not watches:
+                del self._watches[request.point]
+
+    async def _await_feedback(self, attempt: CommandAttempt, confirmation: str) -> CommandResult:
+        """After a positive ``confirmation`` (words): completed when the status matches in time, else not executed."""
+        watch = attempt.watch
+        assert watch is not None, "register the watch (_watching) before sending"
+        request = attempt.request
+        timeout_s = self.feedback_timeout_s if request.feedback_timeout_s is None else request.feedback_timeout_s
+        if await watch.wait(timeout_s):
+            return attempt.finish(
+                CommandOutcome.COMPLETED, f"{confirmation}; status {request.point} reports {watch.last:g}"
+            )
+        seen = "reported nothing" if watch.last is None else f"reports {watch.last:g}"
+        return attempt.finish(
+            CommandOutcome.NOT_EXECUTED,
+            f"{confirmation}, but status {request.point} {seen}, not {request.description}, {timeout_s:g} s after",
+        )
 
     # -- for subclasses ------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -165,9 +325,19 @@ class TelemetryAdapter:
             raise
 
 
+#: Decides an in-process command's outcome (see :class:`InProcessAdapter`).
+CommandHandler = Callable[[CommandRequest], Awaitable[CommandOutcome] | CommandOutcome]
+
+
 @dataclass
 class InProcessAdapter(TelemetryAdapter):
-    """An adapter fed in-process: :meth:`push` hands measurements straight to its consumers."""
+    """An adapter fed in-process: :meth:`push` hands measurements straight to its consumers.
+
+    Commands go to ``on_command``, which returns the outcome to report (without one, every
+    command is refused); the result's reason says it was decided in-process.
+    """
+
+    on_command: CommandHandler | None = None
 
     async def _run(self) -> None:
         await asyncio.Event().wait()
@@ -175,6 +345,18 @@ class InProcessAdapter(TelemetryAdapter):
     async def push(self, measurements: Iterable[Measurement]) -> None:
         """Deliver ``measurements`` as one batch, as if they had arrived over a protocol."""
         await self._publish(list(measurements))
+
+    async def _command(self, request: CommandRequest, attempt: CommandAttempt) -> CommandResult:
+        if self.on_command is None:
+            return attempt.refused(f"in-process adapter {self.name} has no command handler")
+        attempt.mark_sent()
+        outcome = self.on_command(request)
+        if isinstance(outcome, Awaitable):
+            outcome = await outcome
+        outcome = CommandOutcome(outcome)
+        if outcome in (CommandOutcome.NOT_EXECUTED, CommandOutcome.COMPLETED):
+            attempt.mark_confirmed()
+        return attempt.finish(outcome, f"decided in-process: {outcome}")
 
 
 def _kv(values: Mapping[str, object]) -> str:

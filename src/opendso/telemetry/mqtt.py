@@ -18,6 +18,13 @@ the point map (``unknown``), sequence numbers seen before (``duplicate``, the me
 its values were handed out already), missed sequence numbers (``gaps``) and late arrivals
 (``late``). Each message gives one batch. The connection is retried with exponential back-off;
 points not heard from within the source's ``stale_after_s`` are handed out once with quality NT.
+
+Commands: MQTT here carries measurements only. The message format above has no command
+direction (no command topic, no confirmation, no feedback contract), and the field simulator's
+MQTT sources take none, so :class:`MqttSubscriber` refuses every command
+(:attr:`~opendso.telemetry.commands.CommandOutcome.REFUSED`, saying so) and publishes nothing;
+a command path over MQTT needs a protocol that defines one (e.g. Sparkplug B's NCMD/DCMD with
+the device's birth certificate), not an invented topic.
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ import asyncio
 import json
 import logging
 import math
-import os
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -37,9 +43,13 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from opendso.errors import InputError
+from opendso.settings import get_settings
 from opendso.telemetry.base import Measurement, TelemetryAdapter, utc_now
-from opendso.telemetry.points import Point, PointMap, Source
+from opendso.telemetry.commands import CommandAttempt, CommandRequest, CommandResult
+from opendso.telemetry.points import Connection, Point, PointMap
 from opendso.telemetry.quality import Quality
+from opendso.timeutil import Backoff, from_epoch_us, parse_time
 
 __all__ = ["DEFAULT_BROKER_URL", "MqttPublisher", "MqttSubscriber", "broker_address", "mqtt_subscribers"]
 
@@ -53,7 +63,7 @@ SEQUENCE_WINDOW = 4096
 
 def broker_address(url: str | None = None) -> tuple[str, int]:
     """Return (host, port) of a broker URL ``mqtt://host[:port]`` (default: ``OPENDSO_MQTT_URL``)."""
-    url = url or os.environ.get("OPENDSO_MQTT_URL") or DEFAULT_BROKER_URL
+    url = url or get_settings().mqtt.url or DEFAULT_BROKER_URL
     parts = urlsplit(url if "://" in url else f"mqtt://{url}")
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
         raise ValueError(f"broker URL must look like mqtt://host:port, got {url!r}")
@@ -104,7 +114,7 @@ class MqttSubscriber(TelemetryAdapter):
     qos: int = 1
     backoff_s: float = 0.2
     backoff_max_s: float = 10.0
-    _src: Source = field(init=False, repr=False)
+    _src: Connection = field(init=False, repr=False)
     _by_topic: dict[str, dict[str, Point]] = field(default_factory=dict, init=False, repr=False)
     _sequences: dict[tuple[str, str], _Sequence] = field(default_factory=dict, init=False, repr=False)
     _updated: dict[str, float] = field(default_factory=dict, init=False, repr=False)
@@ -139,7 +149,7 @@ class MqttSubscriber(TelemetryAdapter):
             tg.create_task(self._watch_stale())
 
     async def _receive_forever(self) -> None:
-        delay = self.backoff_s
+        backoff = Backoff(self.backoff_s, self.backoff_max_s)
         ever_connected = False
         topics = [self.prefix + "#"] if self.prefix else sorted(self._by_topic)
         while True:
@@ -157,18 +167,18 @@ class MqttSubscriber(TelemetryAdapter):
                     if ever_connected:
                         self.counters.reconnects += 1
                     ever_connected = True
-                    delay = self.backoff_s
+                    backoff.reset()
                     self._subscribed.set()
                     async for message in client.messages:
                         await self._publish(self.handle(message.topic.value, message.payload))
             except aiomqtt.MqttError as exc:
                 self._subscribed.clear()
                 self.counters.errors += 1
+                delay = backoff.next()
                 log.warning(
                     "event=mqtt_connection_lost adapter=%s error=%r retry_in_s=%.3f", self.name, str(exc), delay
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max_s)
 
     # -- decoding ------------------------------------------------------------------------------
     def handle(self, topic: str, payload: Any) -> list[Measurement]:
@@ -244,6 +254,15 @@ class MqttSubscriber(TelemetryAdapter):
         self._stale.discard(p.name)
         return Measurement(p.name, stamp, value, quality, seq)
 
+    async def _command(self, request: CommandRequest, attempt: CommandAttempt) -> CommandResult:
+        """Refuse: MQTT carries measurements only here (see the module docstring)."""
+        if not any(p.name == request.point for p in self._points):
+            return attempt.refused(f"no point {request.point!r} on MQTT source {self.source!r}")
+        return attempt.refused(
+            f"MQTT source {self.source!r} carries measurements only: the message format has no command "
+            "direction (no command topic, confirmation or feedback), so no command is published"
+        )
+
     async def _watch_stale(self) -> None:
         limit = self._src.stale_after_s
         while True:
@@ -284,17 +303,14 @@ def _message_time(raw: Any, received: datetime) -> tuple[datetime, str | None]:
         return received, None
     if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
         try:
-            return datetime.fromtimestamp(raw, UTC), None
-        except (OverflowError, OSError, ValueError):
+            return from_epoch_us(round(raw * 1_000_000)), None
+        except (OverflowError, ValueError):
             return received, f"time {raw!r} out of range"
     if isinstance(raw, str):
         try:
-            stamp = datetime.fromisoformat(raw)
-        except ValueError:
-            return received, f"time {raw!r} is not ISO 8601"
-        if stamp.tzinfo is None:
-            return received, f"time {raw!r} has no time zone"
-        return stamp.astimezone(UTC), None
+            return parse_time(raw, "time"), None
+        except InputError as exc:
+            return received, str(exc)
     return received, f"time {raw!r} is neither ISO 8601 text nor epoch seconds"
 
 

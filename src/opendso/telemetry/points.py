@@ -1,6 +1,9 @@
 """The point map: which protocol address carries which quantity of which grid element.
 
-One TOML file holds the sources (connections) and the points::
+One TOML file holds the connections (:class:`Connection`: a Modbus device, an IEC 104 RTU, an
+MQTT topic tree) and the points. In the file, and in the ``source`` attribute of a point and the
+``sources`` of a map, a connection is called a *source* (the file format of version 1, kept as
+it is so existing files read unchanged)::
 
     version = 1
 
@@ -46,8 +49,10 @@ One TOML file holds the sources (connections) and the points::
 
 :func:`read_point_map` validates everything and raises one :class:`PointMapError` listing
 every problem with file, point and field; :func:`validate_against_grid` checks element names
-against a :class:`~opendso.grid.Grid`. :func:`point_map_for_grid` builds the map a field
-simulator serves for a grid's sensor placements and switches; :func:`write_point_map` writes it.
+against a :class:`~opendso.grid.Grid` through the one binding of points to a grid
+(:mod:`opendso.telemetry.binding`, which also says which element and field each point is bound
+to). :func:`point_map_for_grid` builds the map a field simulator serves for a grid's sensor
+placements and switches; :func:`write_point_map` writes a map as TOML (with tomli-w).
 """
 
 from __future__ import annotations
@@ -55,12 +60,14 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from opendso.errors import InputError
+import tomli_w
+
+from opendso.errors import PointMapError
 
 if TYPE_CHECKING:
     from opendso.grid.model import Grid
@@ -70,20 +77,20 @@ __all__ = [
     "IEC104_TYPES",
     "PROTOCOLS",
     "QUANTITIES",
+    "Connection",
     "Point",
     "PointMap",
     "PointMapError",
     "PointMapFinding",
-    "Source",
-    "assert_valid_against_grid",
+    "ProtocolName",
     "parse_point_map",
     "point_map_for_grid",
     "read_point_map",
-    "validate_against_grid",
     "write_point_map",
 ]
 
-Protocol = Literal["modbus", "mqtt", "iec104"]
+#: The protocol a connection speaks.
+ProtocolName = Literal["modbus", "mqtt", "iec104"]
 PROTOCOLS: tuple[str, ...] = ("modbus", "mqtt", "iec104")
 
 #: Quantities a point can carry, with the SI unit of its value.
@@ -101,6 +108,12 @@ QUANTITIES: Mapping[str, str] = {
     "soc": "",  # state of charge, fraction
 }
 
+#: Sensor placement components points can name, each with the quantities it measures (in this order).
+SENSOR_QUANTITIES: Mapping[str, tuple[str, ...]] = {
+    "sym_voltage_sensor": ("u",),
+    "sym_power_sensor": ("p", "q"),
+    "sym_current_sensor": ("i",),
+}
 #: Modbus register data types and their register count.
 DATA_TYPES: Mapping[str, int] = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "float64": 4}
 
@@ -142,23 +155,15 @@ class PointMapFinding:
         return f"{where}: {self.message}"
 
 
-class PointMapError(InputError):
-    """A point map cannot be used; ``findings`` lists every problem found."""
-
-    def __init__(self, file: str, findings: Iterable[PointMapFinding]) -> None:
-        self.file = file
-        self.findings = list(findings)
-        lines = [f"{file}: {len(self.findings)} problem(s) in the point map"]
-        lines += [f"  - {finding}" for finding in self.findings]
-        super().__init__("\n".join(lines))
-
-
 @dataclass(frozen=True)
-class Source:
-    """A connection points are read over: one Modbus device, one IEC 104 RTU or one MQTT topic tree."""
+class Connection:
+    """A connection points are read over: one Modbus device, one IEC 104 RTU or one MQTT topic tree.
+
+    A point map's file calls it a *source* (``[sources.<name>]``, a point's ``source``).
+    """
 
     name: str
-    protocol: Protocol
+    protocol: ProtocolName
     host: str = "127.0.0.1"
     port: int = 0
     unit_id: int = 1
@@ -166,6 +171,10 @@ class Source:
     topic_prefix: str = ""
     stale_after_s: float = 30.0
     poll_groups: Mapping[str, float] = field(default_factory=dict)
+
+
+#: The former name of :class:`Connection`, kept only while modules of other owners move over; not exported.
+Source = Connection
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,7 @@ class Point:
     element: str
     quantity: str
     unit: str
-    source: str
+    source: str  # the name of the Connection the point is read over
     scale: float = 1.0
     offset: float = 0.0
     deadband: float = 0.0
@@ -222,10 +231,10 @@ class Point:
 
 @dataclass(frozen=True)
 class PointMap:
-    """A validated point map: sources by name and points in file order."""
+    """A validated point map: connections by name (``sources``, as the file calls them) and points in file order."""
 
     file: str
-    sources: Mapping[str, Source]
+    sources: Mapping[str, Connection]
     points: tuple[Point, ...]
 
     def __post_init__(self) -> None:
@@ -240,11 +249,11 @@ class PointMap:
         return by_name[name]
 
     def points_of(self, source: str) -> tuple[Point, ...]:
-        """Return the points read over one source."""
+        """Return the points read over one connection (by its name)."""
         return tuple(p for p in self.points if p.source == source)
 
-    def sources_of(self, protocol: str) -> tuple[Source, ...]:
-        """Return the sources using one protocol."""
+    def sources_of(self, protocol: str) -> tuple[Connection, ...]:
+        """Return the connections using one protocol."""
         return tuple(s for s in self.sources.values() if s.protocol == protocol)
 
 
@@ -341,8 +350,8 @@ def parse_point_map(data: Mapping[str, Any], *, file: str = "<point map>") -> Po
     return PointMap(file=file, sources=sources, points=tuple(points))
 
 
-def _parse_sources(raw_sources: Any, check: _Checker) -> dict[str, Source]:
-    sources: dict[str, Source] = {}
+def _parse_sources(raw_sources: Any, check: _Checker) -> dict[str, Connection]:
+    sources: dict[str, Connection] = {}
     if not isinstance(raw_sources, dict):
         check.add(None, "sources", "must be a table of sources")
         return sources
@@ -378,7 +387,7 @@ def _parse_sources(raw_sources: Any, check: _Checker) -> dict[str, Source]:
                 groups[group] = float(period)
         if protocol is None:
             continue
-        sources[name] = Source(
+        sources[name] = Connection(
             name=name,
             protocol=protocol,
             host=check.get(raw, "host", str, None, default="127.0.0.1", prefix=pre) or "127.0.0.1",
@@ -392,7 +401,9 @@ def _parse_sources(raw_sources: Any, check: _Checker) -> dict[str, Source]:
     return sources
 
 
-def _parse_point(raw: Mapping[str, Any], label: str, sources: Mapping[str, Source], check: _Checker) -> Point | None:
+def _parse_point(
+    raw: Mapping[str, Any], label: str, sources: Mapping[str, Connection], check: _Checker
+) -> Point | None:
     before = len(check.findings)
     for key in raw:
         if key not in _POINT_KEYS:
@@ -495,7 +506,7 @@ def _parse_point(raw: Mapping[str, Any], label: str, sources: Mapping[str, Sourc
     )
 
 
-def _check_addresses(points: list[Point], sources: Mapping[str, Source], check: _Checker) -> None:
+def _check_addresses(points: list[Point], sources: Mapping[str, Connection], check: _Checker) -> None:
     used: dict[tuple[Any, ...], str] = {}
     for p in points:
         protocol = sources[p.source].protocol
@@ -522,53 +533,11 @@ def _check_addresses(points: list[Point], sources: Mapping[str, Source], check: 
             used[key] = p.name
 
 
-# -- against a grid ---------------------------------------------------------------------------
-def validate_against_grid(point_map: PointMap, grid: Grid) -> list[PointMapFinding]:
-    """Return the points whose element is not in ``grid`` or whose quantity does not fit it."""
-    names: set[str] = set()
-    for component_names in grid.names.values():
-        names.update(str(n) for n in component_names)
-    switches = {str(n) for n in grid.switch_names}
-    findings = []
-    for p in point_map.points:
-        if p.quantity == "fpi":
-            if p.element not in switches and p.element not in names:
-                findings.append(
-                    PointMapFinding(
-                        point_map.file, p.name, "element", f"no switch or sensor {p.element!r} in grid {grid.name}"
-                    )
-                )
-        elif p.quantity == "switch":
-            if p.element not in switches and p.element not in names:
-                findings.append(
-                    PointMapFinding(point_map.file, p.name, "element", f"no switch {p.element!r} in grid {grid.name}")
-                )
-        elif p.element not in names:
-            findings.append(
-                PointMapFinding(point_map.file, p.name, "element", f"no element {p.element!r} in grid {grid.name}")
-            )
-    return findings
-
-
-def assert_valid_against_grid(point_map: PointMap, grid: Grid) -> None:
-    """Raise :class:`PointMapError` when a point names an element ``grid`` does not have."""
-    findings = validate_against_grid(point_map, grid)
-    if findings:
-        raise PointMapError(point_map.file, findings)
-
-
 # -- building and writing ---------------------------------------------------------------------
-_SENSOR_QUANTITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("sym_voltage_sensor", ("u",)),
-    ("sym_power_sensor", ("p", "q")),
-    ("sym_current_sensor", ("i",)),
-)
-
-
 def point_map_for_grid(
     grid: Grid,
     *,
-    protocol: Protocol = "modbus",
+    protocol: ProtocolName = "modbus",
     host: str = "127.0.0.1",
     port: int = 5020,
     topic_prefix: str = "opendso/",
@@ -585,7 +554,7 @@ def point_map_for_grid(
     grid order. MQTT: one topic per sensor or switch name. IEC 104: M_ME_NC_1 from IOA 1001,
     M_DP_NA_1 from IOA 1 for switches, common address 1.
     """
-    source = Source(
+    source = Connection(
         name="field",
         protocol=protocol,
         host=host,
@@ -596,7 +565,7 @@ def point_map_for_grid(
     )
     points: list[Point] = []
     register, ioa_value, ioa_switch = 0, 1001, 1
-    for component, quantities in _SENSOR_QUANTITIES:
+    for component, quantities in SENSOR_QUANTITIES.items():
         array = grid.sensors.get(component)
         if array is None or not array.size:
             continue
@@ -638,26 +607,24 @@ def _topic_part(name: str) -> str:
 
 
 def write_point_map(point_map: PointMap, path: str | Path) -> Path:
-    """Write ``point_map`` as TOML that :func:`read_point_map` reads back to an equal map."""
-    lines = ["# OpenDSO point map", "version = 1", ""]
+    """Write ``point_map`` as TOML that :func:`read_point_map` reads back to an equal map (atomically)."""
+    sources: dict[str, dict[str, Any]] = {}
     for source in point_map.sources.values():
-        lines.append(f"[sources.{_toml_key(source.name)}]")
-        lines.append(f"protocol = {_toml(source.protocol)}")
+        table: dict[str, Any] = {"protocol": source.protocol}
         if source.protocol in ("modbus", "iec104"):
-            lines += [f"host = {_toml(source.host)}", f"port = {source.port}"]
+            table.update(host=source.host, port=source.port)
         if source.protocol == "modbus":
-            lines.append(f"unit_id = {source.unit_id}")
-            groups = ", ".join(f"{_toml_key(g)} = {_toml(p)}" for g, p in source.poll_groups.items())
-            lines.append(f"poll_groups = {{ {groups} }}")
+            table.update(unit_id=source.unit_id, poll_groups=dict(source.poll_groups))
         if source.protocol == "iec104":
-            lines.append(f"common_address = {source.common_address}")
+            table["common_address"] = source.common_address
         if source.protocol == "mqtt":
-            lines.append(f"topic_prefix = {_toml(source.topic_prefix)}")
-        lines += [f"stale_after_s = {_toml(source.stale_after_s)}", ""]
+            table["topic_prefix"] = source.topic_prefix
+        table["stale_after_s"] = source.stale_after_s
+        sources[source.name] = table
     defaults = Point("", "", "", "", "")
+    points: list[dict[str, Any]] = []
     for p in point_map.points:
         protocol = point_map.sources[p.source].protocol
-        lines.append("[[points]]")
         fields = ["name", "element", "quantity", "unit", "source"]
         fields += [
             f
@@ -671,24 +638,10 @@ def write_point_map(point_map: PointMap, path: str | Path) -> Path:
             fields += ["topic", "key"]
         else:
             fields += ["common_address", "ioa", "type"]
-        lines += [f"{f} = {_toml(getattr(p, f))}" for f in fields]
-        lines.append("")
+        points.append({f: getattr(p, f) for f in fields})
+    text = "# OpenDSO point map\n" + tomli_w.dumps({"version": 1, "sources": sources, "points": points})
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml(key)

@@ -50,12 +50,12 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opendso.errors import InputError
+from opendso.errors import ScenarioError
 
 if TYPE_CHECKING:
     from opendso.grid.model import Grid
@@ -143,17 +143,6 @@ class ScenarioFinding:
         if self.field is not None:
             where += f", field {self.field}"
         return f"{where}: {self.message}"
-
-
-class ScenarioError(InputError):
-    """A scenario cannot be run; ``findings`` lists every problem found."""
-
-    def __init__(self, file: str, findings: Iterable[ScenarioFinding]) -> None:
-        self.file = file
-        self.findings = list(findings)
-        lines = [f"{file}: {len(self.findings)} problem(s) in the scenario"]
-        lines += [f"  - {finding}" for finding in self.findings]
-        super().__init__("\n".join(lines))
 
 
 @dataclass
@@ -262,7 +251,8 @@ def _seconds(raw: Any) -> float | None:
     return None
 
 
-_PRESENT = {
+#: Field name -> whether an event gives that field.
+_PRESENT: Mapping[str, Callable[[ScenarioEvent], bool]] = {
     "switch": lambda e: e.switch is not None,
     "fault": lambda e: e.fault is not None,
     "generator": lambda e: e.generator is not None,

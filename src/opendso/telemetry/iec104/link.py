@@ -1,18 +1,9 @@
-"""IEC 60870-5-104 on the wire: APCI framing, ASDU coding, and the controlled station's link.
+"""IEC 60870-5-104 link layer of a controlled station: link parameters and one connection's state machine.
 
 Pure Python, no third-party code: the RTU simulator (:class:`~opendso.telemetry.iec104.Iec104Server`)
 needs to decide every confirmation it sends (select and execute, deactivation, negative
-confirmations, COT 44-47 mirrors), which the c104 server decides itself.
-
-APCI (IEC 60870-5-104 clause 5.1): start octet 0x68, length of the rest (4..253), four control
-octets. I format (bit 1 of octet 1 = 0) carries an ASDU and the send and receive sequence
-numbers N(S), N(R) (15 bits each); S format (octet 1 = 0x01) acknowledges with N(R) only;
-U format (bits 1-2 = 11) is STARTDT, STOPDT or TESTFR, act or con.
-
-ASDU (IEC 60870-5-101 clause 7.1, with the field lengths IEC 60870-5-104 clause 9 fixes): type
-identification (1 octet), variable structure qualifier (SQ bit and number of objects), cause of
-transmission (2 octets: cause in bits 1-6, P/N bit 7, T bit 8; originator address), common
-address (2 octets), then information objects of a 3-octet address and the type's element.
+confirmations, COT 44-47 mirrors), which the c104 server decides itself. Frames are built by
+:mod:`opendso.telemetry.iec104.codec`.
 
 :class:`LinkConnection` is one connection of a controlled station (clause 5.2-5.3): it starts
 in the stopped state and sends I frames only after STARTDT act; it checks every received N(S)
@@ -20,7 +11,8 @@ against its V(R) and every N(R) against the frames outstanding, and closes the c
 sequence error (clause 5.2); it sends at most ``k`` unacknowledged I frames, acknowledges at the
 latest after ``w`` received I frames or ``t2``, closes when a sent I or U frame stays
 unacknowledged for ``t1``, and sends TESTFR act after ``t3`` of silence. Received ASDUs go,
-in order, to the ``on_asdu`` coroutine.
+in order, to the ``on_asdu`` coroutine. :meth:`LinkConnection.send_asdus` writes the I frames
+of several ASDUs in one socket write.
 """
 
 from __future__ import annotations
@@ -31,192 +23,18 @@ import contextlib
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+from opendso.telemetry.iec104.codec import SEQUENCE_MODULO, U, s_frame, u_frame
 
 if TYPE_CHECKING:
     import c104
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "CP56_SIZE",
-    "ELEMENT_SIZE",
-    "TYPE_ID",
-    "Asdu",
-    "AsduError",
-    "Cot",
-    "LinkConnection",
-    "LinkParameters",
-    "cp56time2a",
-    "encode_asdu",
-    "objects_per_asdu",
-]
-
-#: Type identifications (IEC 60870-5-101 clause 7.2.1.1) by name.
-TYPE_ID: dict[str, int] = {
-    "M_SP_NA_1": 1,
-    "M_DP_NA_1": 3,
-    "M_ST_NA_1": 5,
-    "M_ME_NA_1": 9,
-    "M_ME_NB_1": 11,
-    "M_ME_NC_1": 13,
-    "M_SP_TB_1": 30,
-    "M_DP_TB_1": 31,
-    "M_ST_TB_1": 32,
-    "M_ME_TD_1": 34,
-    "M_ME_TE_1": 35,
-    "M_ME_TF_1": 36,
-    "C_SC_NA_1": 45,
-    "C_DC_NA_1": 46,
-    "C_SE_NA_1": 48,
-    "C_SE_NB_1": 49,
-    "C_SE_NC_1": 50,
-    "C_IC_NA_1": 100,
-    "C_RD_NA_1": 102,
-    "C_CS_NA_1": 103,
-}
-CP56_SIZE = 7
-#: Octets of the information element (after the object address) per type identification.
-ELEMENT_SIZE: dict[int, int] = {
-    1: 1,
-    3: 1,
-    5: 2,
-    9: 3,
-    11: 3,
-    13: 5,
-    30: 1 + CP56_SIZE,
-    31: 1 + CP56_SIZE,
-    32: 2 + CP56_SIZE,
-    34: 3 + CP56_SIZE,
-    35: 3 + CP56_SIZE,
-    36: 5 + CP56_SIZE,
-    45: 1,
-    46: 1,
-    48: 3,
-    49: 3,
-    50: 5,
-    100: 1,
-    102: 0,
-    103: CP56_SIZE,
-}
-_HEADER = 6  # type, VSQ, COT (2), CA (2)
-_IOA = 3
-#: Largest ASDU in an APDU (253 - 4 control octets).
-MAX_ASDU = 249
-
-
-class Cot:
-    """Causes of transmission used here (IEC 60870-5-101 clause 7.2.3)."""
-
-    SPONTANEOUS = 3
-    REQUEST = 5
-    ACTIVATION = 6
-    ACTIVATION_CON = 7
-    DEACTIVATION = 8
-    DEACTIVATION_CON = 9
-    ACTIVATION_TERMINATION = 10
-    RETURN_INFO_REMOTE = 11
-    INTERROGATED_BY_STATION = 20
-    UNKNOWN_TYPE_ID = 44
-    UNKNOWN_COT = 45
-    UNKNOWN_CA = 46
-    UNKNOWN_IOA = 47
-
-
-class AsduError(ValueError):
-    """Octets that do not form an ASDU of a known structure."""
-
-
-@dataclass(frozen=True)
-class Asdu:
-    """A decoded ASDU header; ``body`` holds the information objects as received."""
-
-    type_id: int
-    sequence: bool
-    count: int
-    cause: int
-    negative: bool
-    test: bool
-    originator: int
-    common_address: int
-    body: bytes
-    raw: bytes
-
-    @classmethod
-    def decode(cls, data: bytes) -> Asdu:
-        """Return the ASDU in ``data``; AsduError when the header is cut short."""
-        if len(data) < _HEADER:
-            raise AsduError(f"ASDU of {len(data)} octets is shorter than its {_HEADER}-octet header")
-        return cls(
-            type_id=data[0],
-            sequence=bool(data[1] & 0x80),
-            count=data[1] & 0x7F,
-            cause=data[2] & 0x3F,
-            negative=bool(data[2] & 0x40),
-            test=bool(data[2] & 0x80),
-            originator=data[3],
-            common_address=data[4] | data[5] << 8,
-            body=bytes(data[_HEADER:]),
-            raw=bytes(data),
-        )
-
-    def objects(self) -> list[tuple[int, bytes]]:
-        """Return the (address, element) pairs; AsduError when the type is unknown or the length is wrong."""
-        size = ELEMENT_SIZE.get(self.type_id)
-        if size is None:
-            raise AsduError(f"unknown type identification {self.type_id}")
-        if self.sequence:  # one address, then the elements of consecutive addresses
-            if len(self.body) != _IOA + self.count * size:
-                raise AsduError(f"type {self.type_id}: {len(self.body)} octets for {self.count} objects (sequence)")
-            first = int.from_bytes(self.body[:_IOA], "little")
-            return [(first + i, self.body[_IOA + i * size : _IOA + (i + 1) * size]) for i in range(self.count)]
-        step = _IOA + size
-        if self.count == 0 or len(self.body) != self.count * step:
-            raise AsduError(f"type {self.type_id}: {len(self.body)} octets for {self.count} objects")
-        return [
-            (int.from_bytes(self.body[i : i + _IOA], "little"), self.body[i + _IOA : i + step])
-            for i in range(0, len(self.body), step)
-        ]
-
-    def mirror(self, cause: int, *, negative: bool) -> bytes:
-        """Return this ASDU as received with another cause and P/N bit (the T bit and everything else kept)."""
-        cot = (cause & 0x3F) | (0x40 if negative else 0) | (0x80 if self.test else 0)
-        return self.raw[:2] + bytes([cot]) + self.raw[3:]
-
-
-def encode_asdu(
-    type_id: int,
-    cause: int,
-    common_address: int,
-    objects: list[tuple[int, bytes]],
-    *,
-    negative: bool = False,
-    originator: int = 0,
-) -> bytes:
-    """Return an ASDU of ``objects`` ((address, element) pairs, SQ = 0)."""
-    if not 0 < len(objects) <= 127:
-        raise ValueError(f"an ASDU holds 1..127 objects, got {len(objects)}")
-    head = bytes([type_id, len(objects), (cause & 0x3F) | (0x40 if negative else 0), originator])
-    body = b"".join(ioa.to_bytes(_IOA, "little") + element for ioa, element in objects)
-    data = head + struct.pack("<H", common_address) + body
-    if len(data) > MAX_ASDU:
-        raise ValueError(f"ASDU of {len(data)} octets exceeds {MAX_ASDU}")
-    return data
-
-
-def objects_per_asdu(type_id: int) -> int:
-    """Return how many objects of ``type_id`` fit one ASDU."""
-    return min(127, (MAX_ASDU - _HEADER) // (_IOA + ELEMENT_SIZE[type_id]))
-
-
-def cp56time2a(stamp: datetime) -> bytes:
-    """Return the seven-octet time tag CP56Time2a (IEC 60870-5-101 clause 7.2.6.18) of ``stamp`` in UTC."""
-    t = stamp.astimezone(UTC)
-    ms = t.second * 1000 + t.microsecond // 1000
-    return struct.pack("<HBBBBB", ms, t.minute, t.hour, t.day | (t.isoweekday() << 5), t.month, t.year % 100)
+__all__ = ["LinkConnection", "LinkParameters"]
 
 
 # -- link parameters ----------------------------------------------------------------------------
@@ -257,10 +75,7 @@ class LinkParameters:
 
 
 # -- the link ---------------------------------------------------------------------------------
-_STARTDT_ACT, _STARTDT_CON = 0x07, 0x0B
-_STOPDT_ACT, _STOPDT_CON = 0x13, 0x23
-_TESTFR_ACT, _TESTFR_CON = 0x43, 0x83
-_MOD = 1 << 15
+_MOD = SEQUENCE_MODULO
 #: ASDUs queued beyond the window before the peer is taken for dead (t1 closes it sooner).
 _MAX_PENDING = 100_000
 _TICK_S = 0.1
@@ -300,31 +115,47 @@ class LinkConnection:
     # -- sending ------------------------------------------------------------------------------
     def send_asdu(self, asdu: bytes) -> bool:
         """Send (or queue behind the window) one ASDU; False when data transfer is not started."""
+        return self.send_asdus((asdu,))
+
+    def send_asdus(self, asdus: Iterable[bytes]) -> bool:
+        """Send (or queue behind the window) several ASDUs, in order, in one socket write.
+
+        False when data transfer is not started, or the queue overflowed (the connection is closed then).
+        """
         if self.closed or not self.started:
             return False
-        if len(self._sent) < self.link.k and not self._pending:
-            self._send_i(asdu)
-        else:
-            if len(self._pending) >= _MAX_PENDING:
-                self.close("send_queue_full")
-                return False
-            self._pending.append(asdu)
+        pending = self._pending
+        pending.extend(asdus)
+        if len(pending) > _MAX_PENDING:
+            self.close("send_queue_full")
+            return False
+        self._send_window()
         return True
 
-    def _send_i(self, asdu: bytes) -> None:
-        control = struct.pack("<HH", self._vs << 1, self._vr << 1)
-        self._write(bytes([0x68, 4 + len(asdu)]) + control + asdu)
-        self._sent.append((self._vs, time.monotonic()))
-        self._vs = (self._vs + 1) % _MOD
+    def _send_window(self) -> None:
+        """Send queued ASDUs while the window (``k``) has room, as one write."""
+        pending, sent, k = self._pending, self._sent, self.link.k
+        if not pending or len(sent) >= k:
+            return
+        frames = []
+        now = time.monotonic()
+        vs, vr = self._vs, self._vr << 1
+        while pending and len(sent) < k:
+            asdu = pending.popleft()
+            frames.append(bytes([0x68, 4 + len(asdu)]) + struct.pack("<HH", vs << 1, vr) + asdu)
+            sent.append((vs, now))
+            vs = (vs + 1) % _MOD
+        self._vs = vs
         self._unacked_rx = 0  # an I frame acknowledges what was received (clause 5.2)
-        self.sent += 1
+        self.sent += len(frames)
+        self._write(b"".join(frames))
 
     def _send_s(self) -> None:
-        self._write(bytes([0x68, 4, 0x01, 0x00]) + struct.pack("<H", self._vr << 1))
+        self._write(s_frame(self._vr))
         self._unacked_rx = 0
 
     def _send_u(self, code: int) -> None:
-        self._write(bytes([0x68, 4, code, 0, 0, 0]))
+        self._write(u_frame(code))
 
     def _write(self, data: bytes) -> None:
         if not self.closed:
@@ -376,18 +207,18 @@ class LinkConnection:
                 log.warning("event=iec104_rtu_i_frame_while_stopped peer=%s", self.peer)
         elif c1 & 0x03 == 0x01:  # S format
             self._acknowledge((frame[2] | frame[3] << 8) >> 1)
-        elif c1 == _STARTDT_ACT:
+        elif c1 == U.STARTDT_ACT:
             self.started = True
-            self._send_u(_STARTDT_CON)
-        elif c1 == _STOPDT_ACT:
+            self._send_u(U.STARTDT_CON)
+        elif c1 == U.STOPDT_ACT:
             self.started = False
             self._pending.clear()
             if self._unacked_rx:
                 self._send_s()
-            self._send_u(_STOPDT_CON)
-        elif c1 == _TESTFR_ACT:
-            self._send_u(_TESTFR_CON)
-        elif c1 == _TESTFR_CON:
+            self._send_u(U.STOPDT_CON)
+        elif c1 == U.TESTFR_ACT:
+            self._send_u(U.TESTFR_CON)
+        elif c1 == U.TESTFR_CON:
             self._testfr_since = None
         else:
             self.close(f"unknown_u_frame 0x{c1:02x}")
@@ -402,8 +233,8 @@ class LinkConnection:
         for _ in range(confirmed):
             self._sent.popleft()
         self._acked = nr
-        while self._pending and len(self._sent) < self.link.k and self.started:
-            self._send_i(self._pending.popleft())
+        if self.started:
+            self._send_window()
         return True
 
     async def _timers(self) -> None:
@@ -419,7 +250,7 @@ class LinkConnection:
                 self._send_s()
             elif self._testfr_since is None and now - self._last_rx >= link.t3_s:
                 self._testfr_since = now
-                self._send_u(_TESTFR_ACT)
+                self._send_u(U.TESTFR_ACT)
 
     def close(self, reason: str) -> None:
         """Close the connection (idempotent); ``reason`` goes to the log."""

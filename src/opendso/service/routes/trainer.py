@@ -1,6 +1,6 @@
 """Trainer controls of the field simulator's clock over the API: pause, resume, speed, next scripted event.
 
-:func:`add_trainer_routes` adds to the control-room app:
+This router adds to the control-room app:
 
 ================================  ==========  ======================================================
 route                             permission  what it does
@@ -32,18 +32,19 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from opendso.service.app import require
-from opendso.service.controlroom import ConflictError, ControlRoom
-from opendso.service.security import Permission, Session
+from opendso.errors import ConflictError
+from opendso.service.controlroom import ControlRoom
+from opendso.service.routes.deps import ConfigureSession, RoomDep, ViewSession, client_ip
+from opendso.service.security import Session
 from opendso.telemetry.scenario import describe_event
 from opendso.telemetry.simulator import FieldSimulator
 from opendso.telemetry.timebase import MAX_SPEED
 
-__all__ = ["SpeedChange", "TrainerEventPublic", "TrainerPublic", "add_trainer_routes", "trainer_state"]
+__all__ = ["SpeedChange", "TrainerEventPublic", "TrainerPublic", "router", "trainer_state"]
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,7 @@ def trainer_state(simulator: FieldSimulator) -> TrainerPublic:
     )
 
 
-def _simulator(request: Request) -> FieldSimulator:
-    room: ControlRoom = request.app.state.room
+def _simulator(room: RoomDep) -> FieldSimulator:
     simulator = room.simulator
     if not isinstance(simulator, FieldSimulator):
         raise ConflictError("this control room has no field simulator: there is no simulated clock to steer")
@@ -120,8 +120,8 @@ def _simulator(request: Request) -> FieldSimulator:
 
 
 SimulatorDep = Annotated[FieldSimulator, Depends(_simulator)]
-ViewSession = Annotated[Session, Depends(require(Permission.VIEW))]
-TrainerSession = Annotated[Session, Depends(require(Permission.CONFIGURE))]
+TrainerSession = ConfigureSession
+router = APIRouter(tags=["trainer"])
 
 
 async def _on_clock[T](simulator: FieldSimulator, action: Callable[[], T]) -> T:
@@ -144,7 +144,7 @@ async def _record(
     """One audit record and one event-log entry for a trainer action."""
     room: ControlRoom = request.app.state.room
     user = session.user.username
-    source_ip = request.client.host if request.client is not None else None
+    source_ip = client_ip(request)
     details = {
         "simulated_before": before.simulated_time.isoformat(),
         "simulated_after": after.simulated_time.isoformat(),
@@ -153,10 +153,7 @@ async def _record(
         "paused": after.paused,
         **extra,
     }
-    await run_in_threadpool(
-        room.audit.append, f"trainer.{action}", actor=user, element="simulator", source_ip=source_ip, details=details
-    )
-    await run_in_threadpool(room.historian.events.append, f"trainer.{action}", actor=user, payload=details)
+    await run_in_threadpool(room.record_trainer_action, action, actor=user, source_ip=source_ip, details=details)
     log.info(
         "event=trainer_action action=%s user=%s source_ip=%s sim_time=%s speed=%g paused=%s",
         action,
@@ -168,70 +165,69 @@ async def _record(
     )
 
 
-def add_trainer_routes(app: FastAPI) -> None:
-    """Add the trainer routes (see the module docstring) to the control-room ``app``."""
+@router.get("/api/trainer")
+async def clock(_: ViewSession, simulator: SimulatorDep) -> TrainerPublic:
+    """The simulated clock: time, speed, paused, the next scripted event and the timetable."""
+    return await _on_clock(simulator, lambda: trainer_state(simulator))
 
-    @app.get("/api/trainer", tags=["trainer"])
-    async def clock(_: ViewSession, simulator: SimulatorDep) -> TrainerPublic:
-        """The simulated clock: time, speed, paused, the next scripted event and the timetable."""
-        return await _on_clock(simulator, lambda: trainer_state(simulator))
 
-    @app.post("/api/trainer/pause", tags=["trainer"])
-    async def pause(session: TrainerSession, request: Request, simulator: SimulatorDep) -> TrainerPublic:
-        """Hold the simulated clock (engineer role); 409 when it is already paused."""
+@router.post("/api/trainer/pause")
+async def pause(session: TrainerSession, request: Request, simulator: SimulatorDep) -> TrainerPublic:
+    """Hold the simulated clock (engineer role); 409 when it is already paused."""
 
-        def act() -> tuple[TrainerPublic, TrainerPublic]:
-            if simulator.paused:
-                raise ConflictError("the simulated clock is already paused")
-            before = trainer_state(simulator)
-            simulator.pause()
-            return before, trainer_state(simulator)
+    def act() -> tuple[TrainerPublic, TrainerPublic]:
+        if simulator.paused:
+            raise ConflictError("the simulated clock is already paused")
+        before = trainer_state(simulator)
+        simulator.pause()
+        return before, trainer_state(simulator)
 
-        before, after = await _on_clock(simulator, act)
-        await _record(request, session, "pause", before, after)
-        return after
+    before, after = await _on_clock(simulator, act)
+    await _record(request, session, "pause", before, after)
+    return after
 
-    @app.post("/api/trainer/resume", tags=["trainer"])
-    async def resume(session: TrainerSession, request: Request, simulator: SimulatorDep) -> TrainerPublic:
-        """Let the simulated clock run on at its speed (engineer role); 409 when it is not paused."""
 
-        def act() -> tuple[TrainerPublic, TrainerPublic]:
-            if not simulator.paused:
-                raise ConflictError("the simulated clock is not paused")
-            before = trainer_state(simulator)
-            simulator.resume()
-            return before, trainer_state(simulator)
+@router.post("/api/trainer/resume")
+async def resume(session: TrainerSession, request: Request, simulator: SimulatorDep) -> TrainerPublic:
+    """Let the simulated clock run on at its speed (engineer role); 409 when it is not paused."""
 
-        before, after = await _on_clock(simulator, act)
-        await _record(request, session, "resume", before, after)
-        return after
+    def act() -> tuple[TrainerPublic, TrainerPublic]:
+        if not simulator.paused:
+            raise ConflictError("the simulated clock is not paused")
+        before = trainer_state(simulator)
+        simulator.resume()
+        return before, trainer_state(simulator)
 
-    @app.post("/api/trainer/speed", tags=["trainer"])
-    async def speed(
-        body: SpeedChange, session: TrainerSession, request: Request, simulator: SimulatorDep
-    ) -> TrainerPublic:
-        """Set the clock's speed in simulated seconds per real second (engineer role; 0 < speed <= 3600)."""
+    before, after = await _on_clock(simulator, act)
+    await _record(request, session, "resume", before, after)
+    return after
 
-        def act() -> tuple[TrainerPublic, TrainerPublic]:
-            before = trainer_state(simulator)
-            simulator.set_speed(body.speed)
-            return before, trainer_state(simulator)
 
-        before, after = await _on_clock(simulator, act)
-        await _record(request, session, "speed", before, after)
-        return after
+@router.post("/api/trainer/speed")
+async def speed(body: SpeedChange, session: TrainerSession, request: Request, simulator: SimulatorDep) -> TrainerPublic:
+    """Set the clock's speed in simulated seconds per real second (engineer role; 0 < speed <= 3600)."""
 
-    @app.post("/api/trainer/next", tags=["trainer"])
-    async def next_event(session: TrainerSession, request: Request, simulator: SimulatorDep) -> TrainerPublic:
-        """Jump to the next scripted event, which runs at once (engineer role); 409 when none is left."""
+    def act() -> tuple[TrainerPublic, TrainerPublic]:
+        before = trainer_state(simulator)
+        simulator.set_speed(body.speed)
+        return before, trainer_state(simulator)
 
-        def act() -> tuple[TrainerPublic, TrainerPublic, str]:
-            before = trainer_state(simulator)
-            if before.next_event is None:
-                raise ConflictError("no scripted event is left: the simulated day has run to its end")
-            simulator.jump_to(before.next_event.offset_s)
-            return before, trainer_state(simulator), before.next_event.what
+    before, after = await _on_clock(simulator, act)
+    await _record(request, session, "speed", before, after)
+    return after
 
-        before, after, what = await _on_clock(simulator, act)
-        await _record(request, session, "next", before, after, event=what)
-        return after
+
+@router.post("/api/trainer/next")
+async def next_event(session: TrainerSession, request: Request, simulator: SimulatorDep) -> TrainerPublic:
+    """Jump to the next scripted event, which runs at once (engineer role); 409 when none is left."""
+
+    def act() -> tuple[TrainerPublic, TrainerPublic, str]:
+        before = trainer_state(simulator)
+        if before.next_event is None:
+            raise ConflictError("no scripted event is left: the simulated day has run to its end")
+        simulator.jump_to(before.next_event.offset_s)
+        return before, trainer_state(simulator), before.next_event.what
+
+    before, after, what = await _on_clock(simulator, act)
+    await _record(request, session, "next", before, after, event=what)
+    return after

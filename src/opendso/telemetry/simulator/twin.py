@@ -1,4 +1,4 @@
-"""The field simulator: a digital twin of a grid that serves what field devices would report.
+"""The field simulator's digital twin: a simulated clock, the grid's state, one power flow per change.
 
 :class:`FieldSimulator` steps through the grid's SimBench profiles on a simulated clock that
 runs ``speed`` times real time. Profile steps (quarter-hours) are *held*, not interpolated:
@@ -7,31 +7,15 @@ or pandapower solves for that step, and it bounds the work to one power flow per
 step and per change (a command or an event), whatever the publish rate. Between power flows
 every publish draws fresh measurement noise around the held values, as real transducers do.
 
-Each point of the point map is computed from the twin's power flow (power-grid-model through
-:func:`~opendso.calc.powerflow.run_power_flow`):
-
-- a sensor placement's points (``u``, ``p``, ``q``, ``i``) as
-  :func:`~opendso.calc.estimation.measurements_from_power_flow` measures them, with noise
-  ``noise * sigma * N(0, 1)`` (the placement's sigma, else the accuracy class); de-energised
-  magnitudes read exactly 0;
-- a node's ``u``, an appliance's (load, generator, source) ``p``/``q``, a branch's ``p``/``q``/``i``
-  at its from end, for points that name those elements directly;
-- a switch's ``switch`` point: 1.0 closed, 0.0 open;
-- fault-passage indicators (quantity ``fpi``, see :func:`with_fault_indicators`): 1.0 while
-  the indicator has picked up.
-
-Protocol servers plug in through :class:`FieldServer`; :class:`ModbusFieldServer` and
-:class:`MqttFieldServer` are built in, one per point-map source of that protocol. Commands
-come back through the servers as (point, value): a ``switch`` point opens (0) or closes (1)
-its switch, a ``p`` point naming a generator sets its active power (NaN releases it to the
-profile). A command on a point of another kind is refused (:class:`CommandError`).
-
-Scripted events (:mod:`opendso.telemetry.scenario`) run at their simulated times.
-Communication loss takes a whole source off the air (:meth:`FieldServer.set_online`) or marks
-points lost (:meth:`FieldServer.set_lost`): MQTT stops sending them, Modbus answers reads of
-them with exception 0x0B (gateway target failed to respond), so the adapters see them turn
-stale (source) or invalid (points behind a gateway). Measurement telegrams carry the wall-clock
-time; the simulated time is for the status bar and the scenario.
+The twin's state is what commands and events change: switch states, generator status and
+set-points, load and PV factors, picked-up fault-passage indicators
+(:mod:`~opendso.telemetry.simulator.indicators`). Each point's value is gathered from the power
+flow by the plan made once at construction (:mod:`~opendso.telemetry.simulator.planning`).
+Commands come back through the servers (:mod:`~opendso.telemetry.simulator.servers`) as
+(point, value): a ``switch`` point opens (0) or closes (1) its switch, a ``p`` point naming a
+generator sets its active power (NaN releases it to the profile); anything else is refused
+(:class:`~opendso.telemetry.simulator.errors.CommandError`). Scripted events
+(:mod:`opendso.telemetry.scenario`) run at their simulated times.
 """
 
 from __future__ import annotations
@@ -40,333 +24,34 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, Self, runtime_checkable
+from datetime import datetime, timedelta
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
-from pymodbus.constants import ExcCodes
 
-from opendso.calc.estimation import DEFAULT_ACCURACY, Accuracy, measurements_from_power_flow
-from opendso.calc.powerflow import PowerFlowResult, run_power_flow
-from opendso.errors import InputError
-from opendso.grid.model import BRANCH_COMPONENTS, Grid
-from opendso.grid.topology import analyse_topology, path_from_source
+from opendso.calc import DEFAULT_ACCURACY, Accuracy, PowerFlowResult, run_power_flow
+from opendso.errors import CommandError, CommandValueError, InputError, NotCommandableError
+from opendso.grid.model import Grid
 from opendso.telemetry.base import utc_now
-from opendso.telemetry.modbus import ModbusPointServer
-from opendso.telemetry.mqtt import MqttPublisher
-from opendso.telemetry.points import Point, PointMap, Source, assert_valid_against_grid
+from opendso.telemetry.binding import PointBinding, bind_points
+from opendso.telemetry.points import Point, PointMap
 from opendso.telemetry.quality import Quality
 from opendso.telemetry.scenario import Scenario, ScenarioEvent, event_points, validate_scenario
+from opendso.telemetry.simulator.indicators import indicators_on_fault_path
+from opendso.telemetry.simulator.planning import plan_points
+from opendso.telemetry.simulator.servers import FieldServer, ServerFactory, default_server_factories
 from opendso.telemetry.timebase import TimeBase, check_speed
+from opendso.timeutil import from_epoch_us
 
-__all__ = [
-    "CommandCallback",
-    "CommandError",
-    "CommandValueError",
-    "FieldServer",
-    "FieldSimulator",
-    "ModbusFieldServer",
-    "MqttFieldServer",
-    "NotCommandableError",
-    "ServerFactory",
-    "SimulatorCounters",
-    "default_server_factories",
-    "with_fault_indicators",
-]
+__all__ = ["FieldSimulator", "SimulatorCounters"]
 
 log = logging.getLogger(__name__)
 
-
-class CommandCallback(Protocol):
-    """What a server calls with (point name, engineering value) when the field side receives a command.
-
-    It raises :class:`CommandError` to refuse: :class:`NotCommandableError` for a point that takes
-    no commands, :class:`CommandValueError` for a value the point does not take. With
-    ``dry_run=True`` it only checks: it raises what the command would raise and changes nothing,
-    so a server can check every part of a request before it applies any.
-    """
-
-    def __call__(self, point: str, value: float, *, dry_run: bool = False) -> Awaitable[None] | None:
-        """Apply (or with ``dry_run`` only check) one command; raise :class:`CommandError` to refuse."""
-        ...
-
-
-#: Quantity of a fault-passage indicator point (1.0 picked up, 0.0 not).
-FPI = "fpi"
-
-#: A branch sensor's terminal types (branch_from, branch_to) in power-grid-model.
-_BRANCH_TERMINALS = (0, 1)
-
-
-class CommandError(InputError):
-    """A command the twin cannot apply (see the subclasses); nothing of it was applied."""
-
-
-class NotCommandableError(CommandError):
-    """The point is unknown, or takes no commands (a measurement, an indicator)."""
-
-
-class CommandValueError(CommandError):
-    """The point takes commands, but not this value (a switch takes 0 or 1)."""
-
-
-@runtime_checkable
-class FieldServer(Protocol):
-    """What the simulator needs from a protocol server (one per point-map source).
-
-    ``points`` are the names of the points it serves. :meth:`publish` gets the values of the
-    points that are on the air (lost points are left out); :meth:`set_lost` names the points
-    whose communication is lost (the server makes the client see that the way its protocol
-    does); :meth:`set_online` takes the whole source off the air and back. Commands received
-    go to the callback the server was built with (see :data:`ServerFactory`).
-    """
-
-    name: str
-    points: frozenset[str]
-
-    async def start(self) -> None:
-        """Start serving."""
-        ...
-
-    async def stop(self) -> None:
-        """Stop serving and release the port or connection."""
-        ...
-
-    async def publish(self, values: Mapping[str, tuple[float, Quality]], *, at: datetime) -> None:
-        """Serve these values (engineering units) measured at ``at`` (wall-clock UTC)."""
-        ...
-
-    async def set_lost(self, points: frozenset[str]) -> None:
-        """Make exactly these points unreachable (an empty set restores them all)."""
-        ...
-
-    async def set_online(self, online: bool) -> None:
-        """Take the source off the air (False) or bring it back (True)."""
-        ...
-
-
-#: Builds the server of one source: (point map, source, command callback, options) -> server.
-ServerFactory = Callable[[PointMap, Source, CommandCallback, Mapping[str, Any]], FieldServer]
-
-
-class ModbusFieldServer:
-    """A Modbus TCP device serving one point-map source (a :class:`ModbusPointServer` underneath).
-
-    Options: ``host``, ``port`` (0 for an ephemeral port; :attr:`port` holds the one bound).
-    Writes by a client are commands (see :class:`ModbusPointServer` for the function codes and
-    exception codes): a switch point's holding register takes 0 (open) or 1 (close), its
-    declared coil (if any) OFF or ON; a generator's ``p`` register takes a set-point in W
-    (NaN releases it). A write the twin refuses is answered with an exception and changes
-    nothing: 02 (illegal data address) for a point that takes no commands, 04 (server device
-    failure) for a value it does not take. Modbus has no quality: values are served as they are.
-    """
-
-    def __init__(
-        self, point_map: PointMap, source: Source, on_command: CommandCallback, options: Mapping[str, Any]
-    ) -> None:
-        self.name = f"modbus:{source.name}"
-
-        async def check(point: str, value: float) -> ExcCodes | None:
-            try:
-                result = on_command(point, value, dry_run=True)
-                if result is not None:
-                    await result
-            except NotCommandableError:
-                return ExcCodes.ILLEGAL_ADDRESS
-            except CommandError:
-                return ExcCodes.DEVICE_FAILURE
-            return None
-
-        self.server = ModbusPointServer.for_source(
-            point_map, source.name, on_write=on_command, check_write=check, **dict(options)
-        )
-        self.points = frozenset(self.server.points)
-        self._lost: frozenset[str] = frozenset()
-        self.online = True
-
-    @property
-    def port(self) -> int:
-        """The TCP port served (the bound one after :meth:`start`)."""
-        return self.server.port
-
-    async def start(self) -> None:
-        """Start the pymodbus server."""
-        await self.server.start()
-        self.online = True
-
-    async def stop(self) -> None:
-        """Stop the pymodbus server."""
-        await self.server.stop()
-
-    async def publish(self, values: Mapping[str, tuple[float, Quality]], *, at: datetime) -> None:
-        """Write the values into the register image (integer points only when finite)."""
-        for name, (value, _quality) in values.items():
-            point = self.server.points.get(name)
-            if point is None or (not math.isfinite(value) and not point.data_type.startswith("float")):
-                continue
-            try:
-                self.server.set_value(name, value)
-            except ValueError:
-                log.warning("event=sim_modbus_value_does_not_fit point=%s value=%r", name, value)
-
-    async def set_lost(self, points: frozenset[str]) -> None:
-        """Answer reads of lost points with exception 0x0B (gateway target device failed to respond)."""
-        points = points & self.points
-        for name in points - self._lost:
-            self.server.fail(name, int(ExcCodes.GATEWAY_NO_RESPONSE))
-        for name in self._lost - points:
-            self.server.fail(name, None)
-        self._lost = points
-
-    async def set_online(self, online: bool) -> None:
-        """Stop listening (the poller cannot connect: its points turn stale) or listen again on the same port."""
-        if online and not self.online:
-            await self.server.start()
-        elif not online and self.online:
-            await self.server.stop()
-        self.online = online
-
-
-class MqttFieldServer:
-    """Publishes one point-map source to an MQTT broker: one JSON message per topic and publish.
-
-    Options: ``broker_url`` (default ``OPENDSO_MQTT_URL`` or the local Mosquitto) and
-    ``topic_prefix`` (default the source's). Lost points are left out of the messages; an
-    offline source publishes nothing. MQTT here carries measurements only, no commands.
-    """
-
-    def __init__(
-        self, point_map: PointMap, source: Source, on_command: CommandCallback, options: Mapping[str, Any]
-    ) -> None:
-        self.name = f"mqtt:{source.name}"
-        prefix = options.get("topic_prefix", source.topic_prefix)
-        self.publisher = MqttPublisher(options.get("broker_url"), topic_prefix=prefix, qos=int(options.get("qos", 1)))
-        self._where = {p.name: (p.topic or "", p.key or p.quantity) for p in point_map.points_of(source.name)}
-        self.points = frozenset(self._where)
-        self._lost: frozenset[str] = frozenset()
-        self.online = True
-        self._connected = False
-        self.messages = 0
-
-    async def start(self) -> None:
-        """Connect to the broker."""
-        await self.publisher.__aenter__()
-        self._connected = True
-
-    async def stop(self) -> None:
-        """Disconnect from the broker."""
-        if self._connected:
-            self._connected = False
-            await self.publisher.__aexit__(None, None, None)
-
-    async def publish(self, values: Mapping[str, tuple[float, Quality]], *, at: datetime) -> None:
-        """Publish the values grouped by topic (points marked invalid are left out)."""
-        if not self.online or not self._connected:
-            return
-        by_topic: dict[str, dict[str, float]] = {}
-        for name, (value, quality) in values.items():
-            where = self._where.get(name)
-            if where is None or name in self._lost or quality & Quality.IV:
-                continue
-            by_topic.setdefault(where[0], {})[where[1]] = value
-        for topic, body in by_topic.items():
-            await self.publisher.publish(topic, body, at=at)
-            self.messages += 1
-
-    async def set_lost(self, points: frozenset[str]) -> None:
-        """Leave these points out of the messages from now on."""
-        self._lost = points & self.points
-
-    async def set_online(self, online: bool) -> None:
-        """Stop (False) or resume (True) publishing."""
-        self.online = online
-
-
-class Iec104FieldServer:
-    """An IEC 60870-5-104 RTU (:class:`~opendso.telemetry.iec104.Iec104Server`) serving one source's points.
-
-    Values go out spontaneously on change; lost points are served with quality NT|IV; going
-    offline stops the server (clients see the link drop) and coming back starts it on the same
-    port. Single and double commands on switch points and set-points on generator ``p`` points
-    become simulator commands; a select is checked against the twin too (a select of a point
-    the twin would refuse is confirmed negatively). A command the twin refuses is confirmed
-    negatively (P/N = 1) and nothing is echoed. Options: those of ``Iec104Server``
-    (``select_timeout_s``, ``command_modes``, ``link``, ...).
-    """
-
-    def __init__(
-        self, point_map: PointMap, source: Source, on_command: CommandCallback, options: Mapping[str, Any]
-    ) -> None:
-        from opendso.telemetry.iec104 import Iec104Server
-
-        self.name = f"iec104:{source.name}"
-
-        async def command(point: str, value: float) -> bool:
-            try:
-                result = on_command(point, value)
-                if result is not None:
-                    await result
-            except CommandError:
-                return False
-            return True
-
-        async def check(point: str, value: float) -> bool:
-            try:
-                result = on_command(point, value, dry_run=True)
-                if result is not None:
-                    await result
-            except CommandError:
-                return False
-            return True
-
-        self.server = Iec104Server.for_source(
-            point_map, source.name, on_command=command, check_command=check, **dict(options)
-        )
-        self.points = frozenset(self.server.points)
-        self._lost: frozenset[str] = frozenset()
-        self.online = True
-
-    async def start(self) -> None:
-        """Start the RTU."""
-        await self.server.start()
-        self.online = True
-
-    async def stop(self) -> None:
-        """Stop the RTU."""
-        await self.server.stop()
-
-    async def publish(self, values: Mapping[str, tuple[float, Quality]], *, at: datetime) -> None:
-        """Serve the values (lost points with quality not topical and invalid)."""
-        if not self.online:
-            return
-        mine = {
-            name: (value, (quality | Quality.NT | Quality.IV) if name in self._lost else quality)
-            for name, (value, quality) in values.items()
-            if name in self.points
-        }
-        self.server.set_values(mine)
-
-    async def set_lost(self, points: frozenset[str]) -> None:
-        """Serve these points as not topical and invalid from now on."""
-        self._lost = points & self.points
-
-    async def set_online(self, online: bool) -> None:
-        """Stop (False) or restart (True) the RTU on the same port."""
-        if online and not self.online:
-            await self.server.start()
-        elif not online and self.online:
-            await self.server.stop()
-        self.online = online
-
-
-def default_server_factories() -> dict[str, ServerFactory]:
-    """Return the built-in server factories by protocol: ``modbus``, ``mqtt`` and ``iec104``."""
-    return {"modbus": ModbusFieldServer, "mqtt": MqttFieldServer, "iec104": Iec104FieldServer}
+_US_PER_S = 1_000_000
 
 
 @dataclass
@@ -394,17 +79,6 @@ class _Action:
     undo: bool = False
 
 
-# how each point gets its exact value: a table and a field, gathered by row
-_SENSOR_FIELDS = {
-    ("sym_voltage_sensor", "u"): ("u_measured", "u_sigma"),
-    ("sym_power_sensor", "p"): ("p_measured", "p_sigma"),
-    ("sym_power_sensor", "q"): ("q_measured", "q_sigma"),
-    ("sym_current_sensor", "i"): ("i_measured", "i_sigma"),
-}
-_APPLIANCES = ("sym_load", "sym_gen", "source")
-_MAGNITUDES = frozenset({"u", "i"})
-
-
 class FieldSimulator:
     """A digital twin of ``grid`` serving the points of ``point_map``; see the module docstring.
 
@@ -415,6 +89,10 @@ class FieldSimulator:
     by ``server_factories`` (merged over :func:`default_server_factories`) with
     ``server_options[source name]``; sources whose protocol has no factory are not served (a
     warning names them). ``publish_period_s``: real seconds between publishes in :meth:`run`.
+
+    :attr:`binding` holds the points bound to the grid (one
+    :class:`~opendso.telemetry.binding.PointBinding`, made here); a point without a place in the
+    grid is refused with one :class:`~opendso.telemetry.points.PointMapError` listing them all.
     """
 
     def __init__(
@@ -436,9 +114,10 @@ class FieldSimulator:
         speed = check_speed(speed, where="field simulator: speed")
         if not publish_period_s > 0:
             raise InputError(f"field simulator: publish_period_s must be > 0, got {publish_period_s!r}")
-        # fault-passage indicators sit on switches too, which the generic check reads as elements
-        plain = tuple(p for p in point_map.points if p.quantity != FPI)
-        assert_valid_against_grid(replace(point_map, points=plain), grid)
+        # the one binding of the points to the grid: the simulator serves every point, so any
+        # point without a place in the grid is refused here, all of them in one error
+        binding = bind_points(grid, point_map)
+        plan = plan_points(binding)
         profiles = grid.profiles
         steps = profiles.steps if profiles is not None else 1
         if not 0 <= start_step < steps:
@@ -450,9 +129,9 @@ class FieldSimulator:
         self.counters = SimulatorCounters()
         self._rng = np.random.default_rng(seed)
         if profiles is not None and profiles.steps > 1:
-            times = profiles.time.astype("datetime64[s]").astype(np.int64)
+            times = profiles.time.astype("datetime64[s]").astype(np.int64)  # whole seconds since the epoch
             self.step_s = float(times[1] - times[0])
-            self.start_time = datetime.fromtimestamp(int(times[start_step]), UTC)
+            self.start_time = from_epoch_us(int(times[start_step]) * _US_PER_S)
         else:
             self.step_s = math.inf
             self.start_time = utc_now().replace(microsecond=0)
@@ -480,14 +159,12 @@ class FieldSimulator:
         self._fault_switch: int | None = None
 
         # points: how each one is computed
-        self._points = point_map.points
-        self._index = {p.name: k for k, p in enumerate(self._points)}
-        self._plan = _plan_points(grid, self._points)
-        n = len(self._points)
+        self.binding: PointBinding = binding
+        self._index = binding.index
+        self._plan = plan
+        n = len(binding)
         self._exact = np.full(n, np.nan)
         self._sigma = np.zeros(n)
-        self._noisy = np.array([p.quantity in ("u", "p", "q", "i") for p in self._points], dtype=bool)
-        self._magnitude = np.array([p.quantity in _MAGNITUDES for p in self._points], dtype=bool)
         self._noise_factor = np.ones(n)
         self._frozen: dict[int, float] = {}
         self._last_sent = np.full(n, np.nan)
@@ -730,44 +407,18 @@ class FieldSimulator:
         if not result.converged:
             self.counters.not_converged += 1
             log.warning("event=sim_power_flow_failed step=%d error=%r", step, result.error)
-            self._exact[:] = np.nan
             self._quality[:] = int(Quality.IV)
         else:
-            self._fill_exact(twin, result)
             self._quality[:] = 0
-        self._fill_discrete()
-
-    def _fill_exact(self, twin: Grid, result: PowerFlowResult) -> None:
-        sensors = measurements_from_power_flow(twin, result, noise=None, pseudo_loads=False, accuracy=self.accuracy)
-        output = result.output
-        acc = self.accuracy
-        for (table, quantity), (idx, rows) in self._plan.gathers.items():
-            if table in _SENSOR_COMPONENTS:
-                value_field, sigma_field = _SENSOR_FIELDS[(table, quantity)]
-                self._exact[idx] = sensors[table][value_field][rows]
-                self._sigma[idx] = sensors[table][sigma_field][rows]
-                continue
-            res = output[table]
-            if table == "node":
-                self._exact[idx] = res["u"][rows]
-                self._sigma[idx] = acc.voltage_rel * twin.component("node")["u_rated"][rows]
-                continue
-            suffix = "" if table in _APPLIANCES else "_from"
-            if quantity == "i":
-                self._exact[idx] = res["i" + suffix][rows]
-                self._sigma[idx] = acc.current_rel * self._exact[idx] + acc.current_abs_a
-            else:
-                self._exact[idx] = res[quantity + suffix][rows]
-                s = np.hypot(res["p" + suffix][rows], res["q" + suffix][rows])
-                self._sigma[idx] = acc.power_rel * s + acc.power_abs_w
-
-    def _fill_discrete(self) -> None:
-        idx, rows = self._plan.switches
-        self._exact[idx] = self._closed[rows].astype(float)
-        idx, rows = self._plan.fpi_switches
-        self._exact[idx] = self._fpi_switch[rows].astype(float)
-        for k, sensor_id in zip(*self._plan.fpi_sensors, strict=True):
-            self._exact[k] = 1.0 if int(sensor_id) in self._fpi_sensor else 0.0
+        values = self._plan.evaluate(
+            twin,
+            result if result.converged else None,
+            self.accuracy,
+            closed=self._closed,
+            fpi_switches=self._fpi_switch,
+            fpi_sensors=self._fpi_sensor,
+        )
+        self._exact, self._sigma = values.exact, values.sigma
 
     def values(self) -> dict[str, tuple[float, Quality]]:
         """Return what the field reports now for every point on the air: (value, quality), noise drawn.
@@ -779,23 +430,25 @@ class FieldSimulator:
         values = self._exact.copy()
         if self.noise:
             draw = self._rng.standard_normal(values.size)
-            live = self._noisy & np.isfinite(values) & ~(self._magnitude & (values == 0.0))
+            magnitude = self._plan.magnitude
+            live = self._plan.noisy & np.isfinite(values) & ~(magnitude & (values == 0.0))
             values = np.where(live, values + self.noise * self._noise_factor * self._sigma * draw, values)
-            values = np.where(self._magnitude & live, np.abs(values), values)
+            values = np.where(magnitude & live, np.abs(values), values)
         for k, frozen in self._frozen.items():
             values[k] = frozen
         self._last_sent = values
         off = self._lost.union(*(self._source_points[s] for s in self._offline)) if self._offline else self._lost
-        return {
-            p.name: (float(values[k]), Quality(int(self._quality[k])))
-            for k, p in enumerate(self._points)
-            if p.name not in off
-        }
+        codes = self._quality.tolist()
+        flags = {code: Quality(code) for code in set(codes)}  # one flag object per distinct code, not per point
+        pairs = zip(values.tolist(), [flags[code] for code in codes], strict=True)
+        if not off:
+            return dict(zip(self.binding.names, pairs, strict=True))
+        return {name: pair for name, pair in zip(self.binding.names, pairs, strict=True) if name not in off}
 
     def exact_values(self) -> dict[str, float]:
         """Return every point's value without noise, freezing or loss (the twin's truth)."""
         self._refresh()
-        return {p.name: float(self._exact[k]) for k, p in enumerate(self._points)}
+        return dict(zip(self.binding.names, self._exact.tolist(), strict=True))
 
     # -- commands ----------------------------------------------------------------------------------
     def set_switch(self, name: str, closed: bool) -> None:
@@ -946,35 +599,16 @@ class FieldSimulator:
 
     def _pick_up_indicators(self, fault_node: str) -> None:
         """Indicators on the branches between the source and the fault, on the faulted feeder, pick up."""
-        twin = self.twin_grid()
-        topology = analyse_topology(twin)
-        node_id = int(twin.component("node")["id"][np.flatnonzero(twin.names_of("node") == fault_node)[0]])
-        path = path_from_source(topology, node_id)
+        path = indicators_on_fault_path(self.twin_grid(), fault_node)
         if path is None:
             log.warning("event=sim_fault_not_energised node=%s", fault_node)
             return
-        row = int(np.flatnonzero(topology.node_id == node_id)[0])
-        feeder = int(topology.node_feeder[row])
-        on_path: set[int] = set()
-        for component, ids in topology.element_id.items():
-            feeders = topology.branch_feeder.get(component)
-            if feeders is None:
-                continue
-            hit = np.isin(ids, path.branches) & ((feeders == feeder) | (feeder < 0))
-            on_path.update(int(i) for i in ids[hit])
-        self._fpi_switch |= np.isin(self.grid.switches["element"], list(on_path))
-        for component in ("sym_power_sensor", "sym_current_sensor"):
-            sensors = self.grid.sensors.get(component)
-            if sensors is None or not sensors.size:
-                continue
-            hit = np.isin(sensors["measured_object"], list(on_path)) & np.isin(
-                sensors["measured_terminal_type"], _BRANCH_TERMINALS
-            )
-            self._fpi_sensor.update(int(i) for i in sensors["id"][hit])
+        self._fpi_switch |= path.switches
+        self._fpi_sensor.update(path.sensors)
         log.info(
             "event=sim_fault node=%s feeder=%d indicators=%d",
             fault_node,
-            feeder,
+            path.feeder,
             int(self._fpi_switch.sum()) + len(self._fpi_sensor),
         )
         self._dirty = True
@@ -1017,7 +651,7 @@ class FieldSimulator:
         log.info(
             "event=sim_start grid=%s points=%d servers=%d speed=%g start=%s",
             self.grid.name,
-            len(self._points),
+            len(self.binding),
             len(self.servers),
             self.speed,
             self.simulated_clock().isoformat(),
@@ -1074,74 +708,6 @@ class FieldSimulator:
             self._anchor_mono = None
 
 
-# -- planning which value each point carries ---------------------------------------------------------
-_SENSOR_COMPONENTS = ("sym_voltage_sensor", "sym_power_sensor", "sym_current_sensor")
-_Gather = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
-
-
-@dataclass(frozen=True)
-class _Plan:
-    gathers: dict[tuple[str, str], _Gather]  # (table, quantity) -> (point indices, rows)
-    switches: _Gather
-    fpi_switches: _Gather
-    fpi_sensors: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]  # (point indices, sensor ids)
-
-
-def _plan_points(grid: Grid, points: Sequence[Point]) -> _Plan:
-    """Resolve every point to the table and row its value comes from; InputError naming any that cannot be served."""
-    by_name: dict[str, tuple[str, int]] = {}
-    for component in (*_SENSOR_COMPONENTS, "node", *_APPLIANCES, *BRANCH_COMPONENTS):
-        table = grid.sensors.get(component) if component in _SENSOR_COMPONENTS else grid.input.get(component)
-        if table is None or not table.size:
-            continue
-        for row, name in enumerate(grid.names_of(component)):
-            by_name.setdefault(str(name), (component, row))
-    switch_row = {str(n): i for i, n in enumerate(grid.switch_names)}
-    gathers: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
-    switches: tuple[list[int], list[int]] = ([], [])
-    fpi_sw: tuple[list[int], list[int]] = ([], [])
-    fpi_sensor: tuple[list[int], list[int]] = ([], [])
-    problems: list[str] = []
-    for k, p in enumerate(points):
-        if p.quantity == "switch" and p.element in switch_row:
-            switches[0].append(k)
-            switches[1].append(switch_row[p.element])
-            continue
-        if p.quantity == FPI:
-            if p.element in switch_row:
-                fpi_sw[0].append(k)
-                fpi_sw[1].append(switch_row[p.element])
-                continue
-            where = by_name.get(p.element)
-            if where is not None and where[0] in _SENSOR_COMPONENTS:
-                fpi_sensor[0].append(k)
-                fpi_sensor[1].append(int(grid.sensors[where[0]]["id"][where[1]]))
-                continue
-            problems.append(f"point {p.name!r}: a fault-passage indicator sits on a switch or a sensor")
-            continue
-        where = by_name.get(p.element)
-        ok = where is not None and (
-            (where[0] in _SENSOR_COMPONENTS and (where[0], p.quantity) in _SENSOR_FIELDS)
-            or (where[0] == "node" and p.quantity == "u")
-            or (where[0] in _APPLIANCES and p.quantity in ("p", "q"))
-            or (where[0] in BRANCH_COMPONENTS and where[0] != "link" and p.quantity in ("p", "q", "i"))
-        )
-        if not ok or where is None:
-            kind = where[0] if where is not None else "unknown element"
-            problems.append(f"point {p.name!r}: the simulator cannot compute {p.quantity!r} of {p.element!r} ({kind})")
-            continue
-        entry = gathers.setdefault((where[0], p.quantity), ([], []))
-        entry[0].append(k)
-        entry[1].append(where[1])
-    if problems:
-        raise InputError("field simulator: " + "; ".join(problems))
-
-    def arr(pair: tuple[list[int], list[int]]) -> _Gather:
-        return np.asarray(pair[0], dtype=np.int64), np.asarray(pair[1], dtype=np.int64)
-
-    return _Plan({key: arr(v) for key, v in gathers.items()}, arr(switches), arr(fpi_sw), arr(fpi_sensor))
-
-
 def _solar_generators(grid: Grid) -> npt.NDArray[np.bool_]:
     """Generators that follow the sun: kind ``pv``, or a profile named PV*, or SimBench's aggregated
     low-voltage RES (kind ``res`` with an ``lv_*`` profile, mostly rooftop PV)."""
@@ -1154,42 +720,3 @@ def _solar_generators(grid: Grid) -> npt.NDArray[np.bool_]:
         profile = str(profiles[row] or "").lower()
         out[row] = kind == "pv" or profile.startswith("pv") or (kind == "res" and profile.startswith("lv_"))
     return out
-
-
-def with_fault_indicators(point_map: PointMap, grid: Grid, *, source: str | None = None) -> PointMap:
-    """Return ``point_map`` with a fault-passage indicator point (``<element>/fpi``) per switch and branch sensor.
-
-    The points go to ``source`` (default: the first source), after its last address: Modbus
-    uint16 registers, MQTT key ``fpi`` on the element's topic, IEC 104 single points
-    (M_SP_NA_1) from IOA 3001. Their quantity is ``fpi`` (1.0 picked up, 0.0 not).
-    """
-    if not point_map.sources:
-        raise InputError(f"{point_map.file}: no source to put fault-passage indicators on")
-    src = point_map.sources[source or next(iter(point_map.sources))]
-    mine = point_map.points_of(src.name)
-    elements = [str(n) for n in grid.switch_names]
-    for component in ("sym_power_sensor", "sym_current_sensor"):
-        sensors = grid.sensors.get(component)
-        if sensors is not None and sensors.size:
-            on_branch = np.isin(sensors["measured_terminal_type"], _BRANCH_TERMINALS)
-            elements += [str(n) for n in grid.names_of(component)[on_branch]]
-    register = max((p.register + p.register_count for p in mine if p.register is not None), default=0)
-    ioa = max([3000] + [p.ioa for p in mine if p.ioa is not None and p.type == "M_SP_NA_1"]) + 1
-    topics = {p.element: p.topic for p in mine if p.topic is not None}
-    added: list[Point] = []
-    for element in dict.fromkeys(elements):
-        kw: dict[str, Any]
-        if src.protocol == "modbus":
-            kw = {"register": register, "data_type": "uint16", "poll_group": next(iter(src.poll_groups), "default")}
-            register += 1
-        elif src.protocol == "mqtt":
-            kw = {"topic": topics.get(element) or _topic_part(element), "key": FPI}
-        else:
-            kw = {"common_address": src.common_address, "ioa": ioa, "type": "M_SP_NA_1"}
-            ioa += 1
-        added.append(Point(f"{element}/{FPI}", element, FPI, "", src.name, **kw))
-    return PointMap(file=point_map.file, sources=point_map.sources, points=point_map.points + tuple(added))
-
-
-def _topic_part(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "element"

@@ -222,8 +222,9 @@ def from_pandapower(net: Any, *, name: str = "pandapower", source: str | None = 
     else:
         node_xy = np.full((len(bus), 2), np.nan)
 
-    def bus_ok(values: np.ndarray) -> np.ndarray:
-        return bus_in_service[bus_index.get_indexer(values)]
+    def bus_ok(values: np.ndarray) -> npt.NDArray[np.bool_]:
+        ok: npt.NDArray[np.bool_] = bus_in_service[bus_index.get_indexer(values)]
+        return ok
 
     # -- lines --------------------------------------------------------------------------------
     line = net.line

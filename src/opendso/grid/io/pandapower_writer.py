@@ -48,8 +48,8 @@ import pandas as pd
 from power_grid_model import LoadGenType, WindingType
 
 from opendso.errors import InputError
+from opendso.grid.io.atomic import write_atomically
 from opendso.grid.model import Grid
-from opendso.grid.pgm_io import write_atomically
 
 log = logging.getLogger(__name__)
 

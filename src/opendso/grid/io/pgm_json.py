@@ -25,9 +25,7 @@ The physics are not checked here (see the validation module).
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from power_grid_model.errors import PowerGridError
 from power_grid_model.utils import json_deserialize, json_serialize
 
 from opendso.errors import GridSourceError, InputError
+from opendso.grid.io.atomic import write_atomically
 from opendso.grid.model import PGM_COMPONENTS, SENSOR_COMPONENTS, Grid
 
 #: Root key holding OpenDSO's per-file data (power-grid-model skips unknown root keys).
@@ -110,26 +109,6 @@ def _dump(root: Mapping[str, Any]) -> str:
     lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: Path, content: str | bytes) -> None:
-    """Write ``content`` to ``path`` through a temporary file in the same folder and a rename.
-
-    Either the whole new file is there afterwards or the old one (if any) is untouched; the
-    temporary file is removed on failure.
-    """
-    payload = content.encode("utf-8") if isinstance(content, str) else content
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def write_pgm_json(grid: Grid, path: Path) -> None:
