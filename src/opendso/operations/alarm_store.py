@@ -34,6 +34,7 @@ from opendso.operations.alarms import AlarmMonitor, ChannelState
 from opendso.operations.cycle import AreaSuppression
 from opendso.store.engine import UNAVAILABLE_ERRORS
 from opendso.store.schema import alarm_state, alarm_suppression
+from opendso.timeutil import from_epoch_us, to_epoch_us
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class AlarmStore:
 
     def write(self, states: Iterable[ChannelState]) -> None:
         """Write channel states in one transaction: default states delete their row, others replace it."""
-        now_us = round(datetime.now(UTC).timestamp() * 1e6)
+        now_us = to_epoch_us(datetime.now(UTC))
         by_key = {s.key: s for s in states}  # the last state of a key wins
         keys = list(by_key)
         rows = [
@@ -136,7 +137,7 @@ class AlarmStore:
     # -- suppressed areas ---------------------------------------------------------------------------
     def save_area(self, suppression: AreaSuppression) -> None:
         """Record that an area is suppressed by design."""
-        since_us = round(suppression.since.timestamp() * 1e6)
+        since_us = to_epoch_us(suppression.since)
         with self.engine.begin() as conn:
             conn.execute(sa.delete(alarm_suppression).where(alarm_suppression.c.area == suppression.area))
             conn.execute(
@@ -155,10 +156,7 @@ class AlarmStore:
         t = alarm_suppression
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(t).order_by(t.c.since_us, t.c.area)).all()
-        return [
-            AreaSuppression(r.area, r.reason, r.actor, datetime.fromtimestamp(int(r.since_us) / 1e6, tz=UTC))
-            for r in rows
-        ]
+        return [AreaSuppression(r.area, r.reason, r.actor, from_epoch_us(int(r.since_us))) for r in rows]
 
     # -- restore ------------------------------------------------------------------------------------
     def restore(self, monitors: Sequence[AlarmMonitor]) -> int:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -45,11 +45,11 @@ from opendso.store.integrity import open_sealer, private_folder, register
 from opendso.store.migrate import upgrade as upgrade_schema
 from opendso.store.quality import ALL_QUALITY_BITS, Quality
 from opendso.store.schema import measurements, points
+from opendso.timeutil import EPOCH, to_epoch_us
 
 log = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
+_ONE_US = timedelta(microseconds=1)  # the write path's inline conversion (timeutil.to_epoch_us, unrolled)
 _INT64_MAX = np.iinfo(np.int64).max
 _INVALID = int(Quality.INVALID)
 _INF_FLAGS = int(Quality.INVALID | Quality.OVERFLOW)
@@ -81,7 +81,7 @@ def to_us(ts: datetime) -> int:
     """Return microseconds since the epoch of a timezone-aware datetime; reject a naive one."""
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise StoreInputError(f"naive datetime {ts.isoformat()}: give a timezone-aware time (UTC)")
-    return (ts - EPOCH) // _ONE_US
+    return to_epoch_us(ts)
 
 
 class Historian:
