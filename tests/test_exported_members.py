@@ -6,6 +6,7 @@ import opendso
 import opendso.calc
 import opendso.grid
 import opendso.grid.io
+import opendso.operations.switching
 import opendso.store
 import opendso.telemetry
 
@@ -119,6 +120,25 @@ EXPECTED = {
         "read_point_map",
         "validate_against_grid",
         "write_point_map",
+    },
+    opendso.operations.switching: {
+        "Confirmation",
+        "DeviceClass",
+        "DocumentKind",
+        "DocumentState",
+        "Earth",
+        "EarthKind",
+        "GateConfig",
+        "GateDecision",
+        "GateRule",
+        "Override",
+        "SafetyDocument",
+        "SafetyGate",
+        "SwitchAction",
+        "SwitchingRequest",
+        "SwitchingState",
+        "Tag",
+        "TagKind",
     },
 }
 

@@ -10,6 +10,7 @@ Every error OpenDSO raises on purpose is defined here and derives from :class:`O
     │   ├── PointMapError              a point map cannot be used (lists every finding)
     │   ├── ScenarioError              a scenario cannot be run (lists every finding)
     │   ├── MeasurementFileError       a measurement file is malformed (file, row, field)
+    │   ├── OutageFileError            an outage CSV is malformed (file, row, field)
     │   ├── SettingsError              an environment variable has a wrong value (names it)
     │   ├── CommandError               the field simulator refuses a command; nothing was applied
     │   │   ├── NotCommandableError    the point is unknown or takes no commands
@@ -20,6 +21,7 @@ Every error OpenDSO raises on purpose is defined here and derives from :class:`O
     │   ├── IntegrityKeyMissingError   the integrity key is missing while sealed data exist
     │   ├── UnknownUserError           a user name that does not exist
     │   ├── NotFoundError              the control room does not know the id, key or point (HTTP 404)
+    │   │   └── UnknownSwitchError     a switching request names a switch the grid does not have
     │   ├── ConflictError              a request that does not fit the present state (HTTP 409)
     │   └── UnsupportedMediaError      a body of a media type the endpoint does not take (HTTP 415)
     ├── CalculationError               a calculation failed for a reason other than bad input
@@ -63,6 +65,7 @@ __all__ = [
     "NotCommandableError",
     "NotFoundError",
     "OpenDSOError",
+    "OutageFileError",
     "PointMapError",
     "RemoteError",
     "ScenarioError",
@@ -72,6 +75,7 @@ __all__ = [
     "StoreUnavailableError",
     "ThrottledError",
     "UnknownPointError",
+    "UnknownSwitchError",
     "UnknownUserError",
     "UnsupportedMediaError",
 ]
@@ -216,6 +220,22 @@ class MeasurementFileError(InputError):
         super().__init__(f"{where}: {message}")
 
 
+class OutageFileError(InputError):
+    """An outage CSV is malformed: names the file, the data row (1-based) and the field."""
+
+    def __init__(self, path: Path | str, message: str, *, row: int | None = None, field: str | None = None) -> None:
+        self.path = str(path)
+        self.row = row
+        self.field = field
+        self.message = message
+        where = self.path
+        if row is not None:
+            where += f", row {row}"
+        if field is not None:
+            where += f", field {field!r}"
+        super().__init__(f"{where}: {message}")
+
+
 class SettingsError(InputError):
     """An environment variable has a wrong value; the message names the variable and what is wrong."""
 
@@ -263,6 +283,14 @@ class UnknownUserError(InputError):
 
 class NotFoundError(InputError):
     """An id, alarm key or point the control room does not know (HTTP 404)."""
+
+
+class UnknownSwitchError(NotFoundError):
+    """A switching request names a switch the grid does not have; ``switch`` is the name given."""
+
+    def __init__(self, switch: str) -> None:
+        self.switch = switch
+        super().__init__(f"unknown switch {switch!r}")
 
 
 class ConflictError(InputError):
