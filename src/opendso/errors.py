@@ -133,6 +133,11 @@ class FileFinding(Protocol):
         ...
 
 
+def _listing(where: str, what: str, findings: Sequence[object]) -> str:
+    """The message of an error that lists findings: a count, then one finding per line."""
+    return "\n".join([f"{where}: {len(findings)} problem(s) in {what}", *(f"  - {f}" for f in findings)])
+
+
 class OpenDSOError(Exception):
     """Root of every error OpenDSO raises on purpose."""
 
@@ -173,9 +178,7 @@ class GridValidationError(InputError):
     def __init__(self, grid_name: str, findings: Sequence[GridFinding]) -> None:
         self.grid_name = grid_name
         self.findings = list(findings)
-        lines = [f"{grid_name}: {len(self.findings)} problem(s) in the grid data"]
-        lines += [f"  - {finding}" for finding in self.findings]
-        super().__init__("\n".join(lines))
+        super().__init__(_listing(grid_name, "the grid data", self.findings))
 
 
 class CalculationError(OpenDSOError):
@@ -188,9 +191,7 @@ class PointMapError(InputError):
     def __init__(self, file: str, findings: Iterable[FileFinding]) -> None:
         self.file = file
         self.findings = list(findings)
-        lines = [f"{file}: {len(self.findings)} problem(s) in the point map"]
-        lines += [f"  - {finding}" for finding in self.findings]
-        super().__init__("\n".join(lines))
+        super().__init__(_listing(file, "the point map", self.findings))
 
 
 class ScenarioError(InputError):
@@ -199,9 +200,7 @@ class ScenarioError(InputError):
     def __init__(self, file: str, findings: Iterable[FileFinding]) -> None:
         self.file = file
         self.findings = list(findings)
-        lines = [f"{file}: {len(self.findings)} problem(s) in the scenario"]
-        lines += [f"  - {finding}" for finding in self.findings]
-        super().__init__("\n".join(lines))
+        super().__init__(_listing(file, "the scenario", self.findings))
 
 
 class MeasurementFileError(InputError):
