@@ -191,7 +191,7 @@ class Target:
     measured: float | None
     limit: float
     kind: str  # "max" (measured <= limit) or "min" (measured >= limit)
-    unit: str  # "x" for ratios, "s" for seconds
+    unit: str  # "x" for ratios, "s" for seconds, "count" for a number of cases, "<what>/s" for rates
     note: str = ""
 
     @property
@@ -204,7 +204,11 @@ class Target:
     def cells(self) -> list[str]:
         """Table cells: name, measured, target, verdict, note."""
         show: Callable[[float | None], str]
-        if self.unit.endswith("/s"):
+        if self.unit == "count":
+
+            def show(v: float | None) -> str:
+                return "-" if v is None else f"{v:g}"
+        elif self.unit.endswith("/s"):
 
             def show(v: float | None) -> str:
                 return "-" if v is None else f"{v:,.0f} {self.unit}"

@@ -43,6 +43,14 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bench_ui.py",
         "the control room through Chromium: page load, state-to-screen latency, /api/state throughput",
     ),
+    "flisr": (
+        "bench_flisr.py",
+        "FLISR planning on a 10,000-node grid and SimBench MV grids, beside exhaustive search",
+    ),
+    "flisr_e2e": (
+        "bench_flisr_e2e.py",
+        "FLISR end to end over IEC 104 with a slow link: trip in the field to the last restored customer",
+    ),
     "login_flood": (
         "bench_login_flood.py",
         "200 concurrent logins against opendso run: status latency, cycle time and memory, idle vs flood",

@@ -43,6 +43,7 @@ _MODULES = {
     "measurement": "opendso.measurement",
     "timeutil": "opendso.timeutil",
     "quality": "opendso.quality",
+    "text": "opendso.text",
     "errors": "opendso.errors",
 }
 
@@ -64,6 +65,9 @@ _ALLOWED = [
     ("measurement", "quality"),
     ("timeutil", "errors"),
     ("quality", "errors"),
+    ("text", "errors"),
+    ("operations", "text"),
+    ("service", "text"),
 ]
 
 
@@ -118,6 +122,7 @@ def test_the_allowed_imports_keep_every_contract(contracts: dict[str, Contract])
         ("store", "operations", "layers"),
         ("errors", "quality", "layers"),  # errors imports nothing of OpenDSO
         ("quality", "measurement", "layers"),
+        ("text", "quality", "layers"),  # quality and text are independent siblings
         ("settings", "grid", "layers"),
         ("telemetry", "store", "store-beside"),  # calc and telemetry stay off the store
         ("calc", "store", "store-beside"),

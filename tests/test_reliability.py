@@ -522,3 +522,19 @@ def test_times_far_from_today_do_not_break_the_calendar(tmp_path: Path, capsys: 
     logs = np.log([60.0, 180.0])
     assert got["t_med_min"] == pytest.approx(math.exp(logs.mean() + 2.5 * logs.std(ddof=1)))
     assert got["saidi_min"] == pytest.approx(59)
+
+
+def test_rows_keep_their_data_row_numbers(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "event,start,end,customers,feeder,cause\n"
+        "A,2026-01-05T10:00Z,2026-01-05T11:00Z,10,F1,x\n"
+        "\n"
+        "B,2026-01-06T10:00Z,2026-01-06T10:30Z,5,F1,y\n",
+    )
+    table = read_outage_csv(path)
+    assert table.row is not None
+    assert table.row.tolist() == [1, 3]  # the blank line counts as a row, as errors name them
+    later = table.select(np.array([False, True]))
+    assert later.row is not None
+    assert later.row.tolist() == [3]

@@ -110,6 +110,12 @@ CONTROL = {"operator"}
 AUDIT = {"security_auditor"}
 
 
+def _first_substation(service: Service) -> int:
+    from opendso.grid.topology import analyse_topology
+
+    return int(analyse_topology(service.grid).substations.id[0])
+
+
 def endpoints(service: Service) -> list[tuple[str, str, dict[str, object] | None, set[str]]]:
     key = quote(alarm_key(service), safe="")
     node_id = int(service.grid.component("node")["id"][0])
@@ -118,6 +124,8 @@ def endpoints(service: Service) -> list[tuple[str, str, dict[str, object] | None
         ("GET", "/api/auth/me", None, VIEW),
         ("GET", "/api/grid", None, VIEW),
         ("GET", f"/api/grid/elements/{node_id}", None, VIEW),
+        ("GET", "/api/grid/diagram", None, VIEW),
+        ("GET", f"/api/grid/diagram?substation={_first_substation(service)}", None, VIEW),
         ("GET", "/api/state", None, VIEW),
         ("GET", "/api/status", None, VIEW),
         (
@@ -132,6 +140,11 @@ def endpoints(service: Service) -> list[tuple[str, str, dict[str, object] | None
         ("POST", f"/api/alarms/{key}/acknowledge", None, CONTROL),
         ("POST", f"/api/alarms/{key}/shelve", {"until": until, "reason": "maintenance"}, CONTROL),
         ("POST", "/api/shiftlog", {"text": "handover: feeder 3 on backup"}, CONTROL),
+        ("GET", "/api/switching/state", None, VIEW),
+        ("POST", "/api/switching/preview", {"switch": "MV3.101 Switch 13", "action": "open"}, CONTROL),
+        ("GET", "/api/outages", None, VIEW),
+        ("GET", "/api/reliability?from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z", None, VIEW),
+        ("POST", "/api/outages/calls", {"load": str(service.grid.names_of("sym_load")[0]), "text": "dark"}, CONTROL),
         ("GET", "/api/audit", None, AUDIT),
     ]
 
@@ -398,6 +411,9 @@ def test_bad_requests_get_4xx_and_change_nothing(fresh: Service) -> None:
         ("POST", "/api/alarms/nonsense/acknowledge", None, 404, "no alarm"),
         ("GET", "/api/grid/elements/999999", None, 404, "no element"),
         ("GET", "/api/grid/elements/abc", None, 422, "element_id"),
+        ("GET", "/api/grid/diagram?substation=2147483647", None, 404, "no substation"),
+        ("GET", "/api/grid/diagram?feeder=abc", None, 422, "feeder"),
+        ("GET", "/api/grid/diagram?substation=1&feeder=1", None, 400, "either"),
         ("GET", "/api/measurements/no-such-point", None, 404, "no-such-point"),
         ("GET", f"/api/measurements/{quote(fresh.bad_point, safe='')}?from=yesterday", None, 400, "ISO 8601"),
         ("GET", f"/api/measurements/{quote(fresh.bad_point, safe='')}?from=2026-11-23T08:00:00", None, 400, "zone"),

@@ -33,6 +33,7 @@ from opendso.telemetry.modbus import encode_value
 from opendso.telemetry.points import Point, PointMap, point_map_for_grid
 from opendso.telemetry.scenario import Scenario, ScenarioEvent, parse_scenario, read_scenario, scenario_of
 from opendso.telemetry.simulator import FieldSimulator, with_fault_indicators
+from opendso.telemetry.simulator.indicators import indicators_on_fault_path
 
 CODE = "1-MV-urban--0-sw"
 SOURCE = f"simbench:{CODE}"
@@ -193,6 +194,41 @@ def test_breaker_trip_de_energises_like_pandapower_and_sets_fault_indicators(gri
     assert all(restored[p][0] == 0.0 for p in fpis)
 
 
+def test_a_permanent_fault_trips_again_until_it_is_isolated(grid: Grid) -> None:
+    point_map = with_fault_indicators(point_map_for_grid(grid), grid)
+    breaker, dead_points = _feeder_breaker(grid, point_map)
+    sensors = grid.sensors["sym_voltage_sensor"]
+    row = int(np.flatnonzero(grid.names_of("sym_voltage_sensor") == dead_points[-1].removesuffix("/u"))[0])
+    fault_node = str(grid.names_of("node")[grid.node_positions([sensors["measured_object"][row]])[0]])
+    events = [
+        ScenarioEvent(at_s=60, kind="breaker_trip", switch=breaker, fault=fault_node, permanent=True),
+        ScenarioEvent(at_s=600, kind="fault_clear"),
+    ]
+    sim = FieldSimulator(grid, point_map, noise=0, start_step=STEP, scenario=scenario_of(events))
+    sim.advance(120)
+    assert not sim.switch_closed(breaker)
+    # reclosing onto the permanent fault: the nearest breaker upstream of the fault trips again
+    sim.set_switch(breaker, True)
+    assert sim.exact_values()[dead_points[-1]] == 0.0
+    assert sim.values()[f"{breaker}/fpi"][0] == 1.0
+    path = indicators_on_fault_path(grid, fault_node)
+    assert path is not None
+    tripped = [
+        str(n)
+        for n, on, kind in zip(grid.switch_names, path.switches, grid.switch_kinds, strict=True)
+        if on and kind == "CB" and not sim.switch_closed(str(n))
+    ]
+    assert len(tripped) == 1  # one breaker, the one nearest the fault
+    # after the repair (fault_clear) the fault is gone: the breakers close again and stay closed
+    sim.advance(600)
+    for name in tripped:
+        sim.set_switch(name, True)
+    assert sim.switch_closed(breaker)
+    assert all(sim.switch_closed(name) for name in tripped)
+    assert sim.exact_values()[dead_points[-1]] > 0.0
+    assert sim.values()[f"{breaker}/fpi"][0] == 0.0
+
+
 def test_der_trip_load_and_pv_scaling_and_set_point(grid: Grid) -> None:
     midday = FieldSimulator(grid, point_map_for_grid(grid), noise=0, start_step=MIDDAY)
     gen = str(grid.names_of("sym_gen")[int(np.argmax(midday.result.output["sym_gen"]["p"]))])
@@ -276,6 +312,14 @@ def test_bad_scenarios_are_named(grid: Grid, tmp_path: Path) -> None:
         ([{"at": 0, "kind": "noisy", "points": ["ghost/u"]}], r"event #1 \(noisy\), field points: no point 'ghost/u'"),
         ([{"at": -5, "kind": "fault_clear"}], r"event #1 \(fault_clear\), field at"),
         ([{"at": 0, "kind": "load_scale", "factor": -1}], r"event #1 \(load_scale\), field factor: must be >= 0"),
+        (
+            [{"at": 0, "kind": "breaker_trip", "switch": "x", "permanent": "yes"}],
+            r"event #1 \(breaker_trip\), field permanent: must be true or false",
+        ),
+        (
+            [{"at": 0, "kind": "switch_close", "switch": "x", "permanent": True}],
+            r"event #1 \(switch_close\), field permanent",
+        ),
     ]
     for events, pattern in cases:
         with pytest.raises(ScenarioError, match=pattern):

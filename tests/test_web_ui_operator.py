@@ -111,7 +111,7 @@ def test_element_panel_shows_readable_names_with_units(page: Any, room: ControlR
     _open(page, line)
     rows = page.locator("#el-points tr")
     labels = [rows.nth(k).locator("td").first.inner_text().split("\n")[0] for k in range(rows.count())]
-    assert labels == ["Active power", "Reactive power"]
+    assert labels == ["Active power", "Reactive power", "Fault indicator"]  # the indicator after the measurements
     power = rows.nth(0)
     value, unit = power.locator(".pv").inner_text(), power.locator(".pu").inner_text()
     assert unit in ("W", "kW", "MW"), unit

@@ -24,6 +24,7 @@ __all__ = [
     "DEMO_LOAD_RAMP_FACTOR",
     "DEMO_PV_PEAK_FACTOR",
     "DEMO_START_HOUR",
+    "demo_fault",
     "demo_scenario",
     "demo_start_step",
     "describe_demo_day",
@@ -56,6 +57,14 @@ DEMO_DAY: tuple[tuple[float, str], ...] = (
     (9.0, "PV back to its profile"),
     (10.0, "a feeder breaker trips (uncommanded switch change, loss of supply)"),
     (11.0, "the breaker recloses: supply restored"),
+    (
+        12.0,
+        "a permanent cable fault on a medium-voltage feeder with ties: its breaker trips and the "
+        "fault-passage indicators pick up; FLISR locates the faulted section and proposes isolating it "
+        "and restoring the rest through a tie (an operator approves it on the FLISR page; "
+        "OPENDSO_RUN_FLISR=automatic acts at once); an outage is recorded and restored in steps",
+    ),
+    (14.0, "the cable is repaired: the fault is cleared and the section can be switched back in"),
 )
 
 
@@ -97,7 +106,7 @@ def demo_scenario(grid: Grid) -> Scenario:
     from opendso.telemetry.scenario import ScenarioEvent, scenario_of
 
     hour = 3600.0
-    (ramp, _), (ramp_end, _), (peak, _), (peak_end, _), (trip, _), (reclose, _) = DEMO_DAY
+    (ramp, _), (ramp_end, _), (peak, _), (peak_end, _), (trip, _), (reclose, _), (cable, _), (repair, _) = DEMO_DAY
     events = [
         ScenarioEvent(ramp * hour, "load_scale", factor=DEMO_LOAD_RAMP_FACTOR),
         ScenarioEvent(ramp_end * hour, "load_scale", factor=1.0),
@@ -110,7 +119,48 @@ def demo_scenario(grid: Grid) -> Scenario:
             ScenarioEvent(trip * hour, "breaker_trip", switch=breaker),
             ScenarioEvent(reclose * hour, "switch_close", switch=breaker),
         ]
+    fault = demo_fault(grid)
+    if fault is not None:
+        fault_breaker, node = fault
+        events += [
+            ScenarioEvent(cable * hour, "breaker_trip", switch=fault_breaker, fault=node, permanent=True),
+            ScenarioEvent(repair * hour, "fault_clear"),
+        ]
     return scenario_of(events, name="demo day")
+
+
+_FAULTS: dict[tuple[str, bytes], tuple[str, str] | None] = {}
+
+
+def demo_fault(grid: Grid) -> tuple[str, str] | None:
+    """(breaker, node) of the demo's cable fault: the first MV node whose fault FLISR restores through a tie.
+
+    None when the grid has no such node (no ties, or no feeder breaker). The search plans FLISR
+    for candidate nodes in grid order (a fraction of a second each) and is done once per grid and
+    switch states.
+    """
+    import numpy as np
+
+    from opendso.errors import InputError
+    from opendso.operations.flisr import simulate_fault_and_plan
+
+    key = (grid.name, grid.switches["closed"].tobytes())
+    if key in _FAULTS:
+        return _FAULTS[key]
+    found: tuple[str, str] | None = None
+    u_rated = grid.component("node")["u_rated"]
+    names = grid.names_of("node")
+    for row in np.flatnonzero((u_rated >= 1000.0) & (u_rated < 60_000.0))[1::2][:60]:
+        try:
+            plan = simulate_fault_and_plan(grid, str(names[row]))
+        except InputError:
+            continue
+        ties = [s for s, a in plan.restore if a == "close" and s != plan.tripped]
+        if ties and plan.customers_restored > 0:
+            found = (plan.tripped, str(names[row]))
+            break
+    _FAULTS[key] = found
+    return found
 
 
 def describe_demo_day(speed: float = DEFAULT_SPEED) -> str:

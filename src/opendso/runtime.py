@@ -17,6 +17,21 @@ It starts, in one asyncio loop:
   host, port, speed and cycle period default to the settings): the REST and WebSocket API
   and the web UI, fed by every cycle. The first start on an empty database creates the
   administrator (:func:`~opendso.service.security.ensure_admin`).
+- the switching dispatcher (:mod:`opendso.operations.switching.dispatch`) in the web service's
+  ``app.state.switching``: every open/close from the API, the UI, FLISR or a plan passes the
+  safety gate, deciding on the latest telemetry's qualities, and goes to the field over the
+  adapter that reads the switch's status point;
+- FLISR (:class:`~opendso.operations.fault_response.FaultResponder`, ``app.state.flisr``): a
+  protection trip seen in the cycle (the breaker opens with its fault-passage indicator picked
+  up) is located, flagged, recorded as an outage, and isolated and restored through the same
+  dispatcher, after an operator's approval (``advisory``, the default) or at once
+  (``automatic``; :attr:`ControlRoomProcess.flisr`, ``OPENDSO_RUN_FLISR``). The default point
+  maps carry a fault-passage indicator per switch and branch sensor (the field simulator picks
+  them up on a scripted fault).
+
+``link_delay_s`` delays every frame between the adapters and the simulator's servers (Modbus TCP,
+IEC 104) by that long in each direction, through a loopback proxy: a slow radio or WAN link for
+training, tests and the FLISR benchmark.
 
 The port is bound before anything starts, so a port in use is one clear error. Ctrl-C stops
 everything in order: web service, adapters, monitor (which flushes the historian), simulator;
@@ -32,24 +47,38 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from opendso.demo import demo_scenario, demo_start_step
 from opendso.grid import Grid
 from opendso.operations.cycle import CycleResult, CycleSettings
+from opendso.operations.fault_response import FaultResponder, FlisrConfig, FlisrMode
 from opendso.operations.monitor import Monitor
+from opendso.operations.outage_tracker import OutageTracker
+from opendso.operations.switching import (
+    measured_nodes,
+    qualities_from_latest,
+    read_gate_config,
+    route_by_point_map,
+)
+from opendso.quality import Quality
 from opendso.service import ControlRoom, ServiceSettings, create_app, ensure_admin
+from opendso.service.routes.switching import Switching, switching_for_room
 from opendso.service.server import WebServer, bind_socket, plain_http_warning, url_of
 from opendso.service.syslog import SyslogSettings, start_forwarding
 from opendso.settings import get_settings
 from opendso.store import Historian
 from opendso.store.integrity import KEY_FILE, private_folder
+from opendso.store.outages import OutageStore
+from opendso.store.testing import TcpProxy
 from opendso.telemetry import FieldSimulator, TelemetryAdapter, modbus_pollers, mqtt_subscribers, point_map_for_grid
 from opendso.telemetry.points import PointMap
 from opendso.telemetry.scenario import Scenario
+from opendso.telemetry.simulator import with_fault_indicators
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +116,12 @@ class ControlRoomProcess:
     #: its sources' protocols choose the adapters, the simulator serves it
     points: PointMap | None = None
     event_driven: bool = True  # a switch change in the field runs a cycle at once (CycleSettings.event_driven)
+    #: FLISR after a protection trip: off, advisory (an operator approves each plan) or automatic
+    flisr: FlisrMode = field(default_factory=lambda: FlisrMode(get_settings().run.flisr))
+    #: seconds every frame between adapters and the simulator takes, each way (Modbus TCP and IEC 104)
+    link_delay_s: float = 0.0
+    #: the safety gate's configuration file (None: the defaults; no critical switches, no parallel pairs)
+    gate_config: Path | None = field(default_factory=lambda: get_settings().run.gate_config)
     point_map: PointMap = field(init=False)
     #: the administrator's one-time password when this start created it (None on later starts)
     created_admin_password: str | None = field(init=False, default=None)
@@ -109,9 +144,15 @@ class ControlRoomProcess:
         if self.points is not None:
             self.point_map = self.points
         elif self.broker_url:
-            self.point_map = point_map_for_grid(self.grid, protocol="mqtt", topic_prefix="opendso/run/")
+            self.point_map = with_fault_indicators(
+                point_map_for_grid(self.grid, protocol="mqtt", topic_prefix="opendso/run/"), self.grid
+            )
         else:
-            self.point_map = point_map_for_grid(self.grid, protocol="modbus", port=free_port())
+            self.point_map = with_fault_indicators(
+                point_map_for_grid(self.grid, protocol="modbus", port=free_port()), self.grid
+            )
+        self._proxies: list[TcpProxy] = []
+        self.client_map = self._through_links(self.point_map)
         self.historian = Historian.open(
             self.database_url or f"sqlite:///{self.data_dir / 'opendso.db'}",
             key_path=None if get_settings().database.integrity_key is not None else self.data_dir / KEY_FILE,
@@ -131,7 +172,7 @@ class ControlRoomProcess:
         )
         self.monitor = Monitor(
             self.grid,
-            self.point_map,
+            self.client_map,
             self.historian,
             self._adapters(),
             settings=CycleSettings(period_s=self.period_s, event_driven=self.event_driven),
@@ -139,6 +180,13 @@ class ControlRoomProcess:
         )
         self.room = ControlRoom(self.grid, self.historian, monitor=self.monitor, simulator=self.simulator)
         self.app = create_app(self.room, self.service_settings or ServiceSettings.from_env())
+        switching = self.app.state.switching = self._switching()
+        self.outage_tracker = OutageTracker(
+            OutageStore(self.historian.engine), lambda: self.monitor.cycle.grid, fault_current=self._fault_current
+        )
+        self.monitor.subscribe(self.outage_tracker.on_cycle)
+        self.flisr_responder = self.app.state.flisr = self._flisr(switching, self.outage_tracker)
+        self.monitor.subscribe(self.flisr_responder.on_cycle)
         self._web = (
             WebServer(self.app, self._socket, tls_cert=self.tls_cert, tls_key=self.tls_key)
             if self._socket is not None
@@ -151,17 +199,81 @@ class ControlRoomProcess:
         self.created_admin_password = ensure_admin(self.historian, self.admin_password)
         self.forwarder = start_forwarding(self.historian.engine, self.syslog)
 
+    def _through_links(self, point_map: PointMap) -> PointMap:
+        """The point map the adapters read: each TCP source through a delaying proxy when ``link_delay_s``."""
+        if self.link_delay_s <= 0:
+            return point_map
+        sources = dict(point_map.sources)
+        for name, connection in point_map.sources.items():
+            if connection.protocol in ("modbus", "iec104"):
+                proxy = TcpProxy(connection.host, connection.port, delay_s=self.link_delay_s)
+                proxy.start()
+                self._proxies.append(proxy)
+                sources[name] = replace(connection, host="127.0.0.1", port=proxy.port)
+        return replace(point_map, sources=sources)
+
     def _adapters(self) -> list[TelemetryAdapter]:
         """The adapters that read the point map: one per source, by its protocol."""
-        adapters: list[TelemetryAdapter] = [*modbus_pollers(self.point_map)]
-        if self.point_map.sources_of("mqtt"):
+        client_map = self.client_map
+        adapters: list[TelemetryAdapter] = [*modbus_pollers(client_map)]
+        if client_map.sources_of("mqtt"):
             broker: dict[str, Any] = {"broker_url": self.broker_url} if self.broker_url else {}
-            adapters += mqtt_subscribers(self.point_map, **broker)
-        if self.point_map.sources_of("iec104"):
+            adapters += mqtt_subscribers(client_map, **broker)
+        if client_map.sources_of("iec104"):
             from opendso.telemetry.iec104 import iec104_clients  # c104 is an optional extra
 
-            adapters += iec104_clients(self.point_map)
+            adapters += iec104_clients(client_map)
         return adapters
+
+    def _fault_current(self, switch: str) -> bool:
+        """Whether the switch's own indicator (protection pick-up) saw fault current, in the latest values."""
+        m = self.monitor.latest.get(f"{switch}/fpi")
+        return m is not None and int(m.quality) == Quality.GOOD and m.value >= 0.5
+
+    def _flisr(self, switching: Switching, tracker: OutageTracker) -> FaultResponder:
+        """FLISR on the cycle: faulted nodes flagged in the register, steps through the dispatcher."""
+
+        def flag(nodes: Sequence[str], reason: str, at: datetime) -> None:
+            known = {f.node for f in switching.register.store.load().faults}
+            for node in nodes:
+                if node not in known:
+                    switching.register.flag_faulted(node, reason, actor="flisr")
+
+        fpi = [p.name for p in self.client_map.points if p.quantity == "fpi"]
+        return FaultResponder(
+            switching.dispatcher,
+            latest=lambda: self.monitor.latest,
+            fpi_points=fpi,
+            config=FlisrConfig(mode=self.flisr, settle_s=2 * self.period_s + 4 * self.link_delay_s),
+            events=self.historian.events,
+            flag_faulted=flag,
+            outage_of=tracker.outage_of,
+            clock=self.monitor.clock,
+        )
+
+    def _switching(self) -> Switching:
+        """The safety gate's dispatcher, routed to the adapters, deciding on the latest telemetry."""
+        nodes = measured_nodes(self.grid, self.client_map)
+        status_points = {p.element: p.name for p in self.client_map.points if p.quantity == "switch"}
+
+        def qualities() -> dict[str, Quality]:
+            found = qualities_from_latest(self.monitor.latest, self.client_map, nodes=nodes)
+            for switch in self.monitor.cycle.manually_entered:  # a crew's confirmed manual step
+                found[switch] = found.get(switch, Quality.GOOD) | Quality.SUBSTITUTED
+            return found
+
+        def status(switch: str) -> tuple[float, int] | None:
+            point = status_points.get(switch)
+            m = self.monitor.latest.get(point) if point is not None else None
+            return None if m is None else (m.value, int(m.quality))
+
+        return switching_for_room(
+            self.room,
+            config=read_gate_config(self.gate_config, self.grid) if self.gate_config is not None else None,
+            route=route_by_point_map(self.monitor.adapters, self.client_map),
+            qualities=qualities,
+            status=status,
+        )
 
     def _cycle_done(self, result: CycleResult) -> None:
         self.room.publish(result)
@@ -263,6 +375,8 @@ class ControlRoomProcess:
                     self.monitor.stop()
                     await monitor_task
         finally:
+            for proxy in self._proxies:
+                await asyncio.to_thread(proxy.stop)
             if self._socket is not None:
                 self._socket.close()
             if self.forwarder is not None:

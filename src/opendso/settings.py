@@ -39,6 +39,10 @@ variable                        setting
 ``OPENDSO_RUN_PORT``            ``run.port``: its port (default 8000; 0: any free port)
 ``OPENDSO_RUN_SPEED``           ``run.speed``: simulated seconds per real second (default 60)
 ``OPENDSO_RUN_PERIOD_S``        ``run.period_s``: the real-time cycle's period (default 2 s)
+``OPENDSO_RUN_FLISR``           ``run.flisr``: FLISR after a protection trip: ``off``, ``advisory``
+                                (an operator approves each plan; the default) or ``automatic``
+``OPENDSO_RUN_GATE_CONFIG``     ``run.gate_config``: the safety gate's configuration file (TOML:
+                                limits, feeder pairs allowed to parallel, critical switches)
 ==============================  ===============================================================
 
 This module sits below every other part (it imports only :mod:`opendso.errors`), so the grid,
@@ -50,7 +54,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -182,6 +186,8 @@ class RunConfig(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)  # 0: any free port
     speed: float = Field(60.0, gt=0)  # a simulated day in 24 real minutes
     period_s: float = Field(2.0, gt=0)
+    flisr: Literal["off", "advisory", "automatic"] = "advisory"  # FLISR after a trip: proposals, or acting
+    gate_config: Path | None = None  # the safety gate's TOML: limits, parallel pairs, critical switches
 
     def url(self) -> str:
         """The control room's base URL at ``host`` and ``port`` over http."""

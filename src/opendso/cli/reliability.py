@@ -1,9 +1,12 @@
-"""``opendso reliability``: IEEE 1366 reliability indices from an outage CSV.
+"""``opendso reliability``: IEEE 1366 reliability indices from an outage CSV or from the database's outage records.
 
 The calculation is :mod:`opendso.operations.reliability`'s; this module is the command-line
 glue. ``--json`` prints exactly the keys of the issue-10 contract. A malformed file exits 2
-naming the file, the row and the field. ``--outages`` is required for now: the contract's
-report from the database's outage records waits for those records to exist.
+naming the file, the row and the field. Without ``--outages`` the same report comes from the
+outage records in the database (``--data-dir`` / ``--database-url``, as every command that opens
+it), with CAIFI and CTAIDI added where the records know the customers individually
+(:func:`opendso.operations.outages.report_from_store`). ``--feeder`` (repeatable) keeps the rows of
+those feeders only: the indices of a feeder or an area, with ``--customers-served`` its own.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from opendso.cli._common import Subparsers, emit_json, parse_cli_time
+from opendso.cli.database import add_database_arguments, database_of
 from opendso.errors import InputError
 from opendso.settings import Settings
 
@@ -19,7 +23,9 @@ __all__ = ["cmd_reliability", "register"]
 
 
 def cmd_reliability(args: argparse.Namespace) -> int:
-    """Run ``opendso reliability``: read the outage CSV, print the indices (JSON or text)."""
+    """Run ``opendso reliability``: read the outage CSV (or the database's records), print the indices."""
+    import numpy as np
+
     from opendso.operations.reliability import read_outage_csv, reliability_report, zone_of
 
     start = parse_cli_time(args.start, "--from")
@@ -28,8 +34,25 @@ def cmd_reliability(args: argparse.Namespace) -> int:
         raise InputError(f"--to {args.end} must be after --from {args.start}")
     served = _customers_served(args.customers_served)
     zone = zone_of(args.tz)
-    table = read_outage_csv(Path(args.outages))
-    report = reliability_report(table, customers_served=served, start=start, end=end, tz=zone)
+    feeders = [f.strip() for f in args.feeder or ()]
+    if args.outages:
+        table = read_outage_csv(Path(args.outages))
+        if feeders:
+            table = table.select(np.isin(table.feeder.astype(str), feeders))
+        report = reliability_report(table, customers_served=served, start=start, end=end, tz=zone)
+    else:
+        from opendso.operations.outages import report_from_store
+        from opendso.store import Historian
+        from opendso.store.outages import OutageStore
+
+        choice = database_of(args)
+        historian = Historian.open(choice.url, key_path=choice.key_path, must_exist=True)
+        try:
+            report = report_from_store(
+                OutageStore(historian.engine), customers_served=served, start=start, end=end, tz=zone, feeders=feeders
+            )
+        finally:
+            historian.close()
     payload = report.to_json()
     if args.json:
         emit_json(payload)
@@ -65,7 +88,8 @@ def register(sub: Subparsers, settings: Settings) -> None:
     """Add ``reliability``."""
     p = sub.add_parser(
         "reliability",
-        help="IEEE 1366 reliability indices (SAIDI, SAIFI, CAIDI, ASAI, MAIFI_E, major event days) from an outage CSV",
+        help="IEEE 1366 reliability indices (SAIDI, SAIFI, CAIDI, ASAI, MAIFI_E, major event days) "
+        "from an outage CSV or the database's outage records",
         description=(
             "Indices over the events that began in [--from, --to), major event days by the 2.5 beta method "
             "on daily SAIDI of the five years before --from, and the indices without them."
@@ -73,14 +97,21 @@ def register(sub: Subparsers, settings: Settings) -> None:
     )
     p.add_argument(
         "--outages",
-        required=True,
+        default=None,
         metavar="FILE.csv",
         help=(
             "outage CSV with columns event,start,end,customers,feeder,cause (ISO 8601 UTC times; an event restored "
-            "in steps is several rows with one event id). Required for now: the report from the database's outage "
-            "records comes when OpenDSO keeps them"
+            "in steps is several rows with one event id). Without it: the outage records in the database "
+            "(with CAIFI and CTAIDI where they know the customers individually)"
         ),
     )
+    p.add_argument(
+        "--feeder",
+        action="append",
+        metavar="NAME",
+        help="only rows of this feeder (repeat for an area); --customers-served is then the feeder's or area's",
+    )
+    add_database_arguments(p)
     p.add_argument("--customers-served", required=True, metavar="N", help="total customers served (N_T)")
     p.add_argument(
         "--from", dest="start", required=True, metavar="T", help="start of the period (ISO 8601; UTC when no offset)"

@@ -39,7 +39,7 @@ from opendso.calc import (
     pseudo_measurements,
     run_state_estimation,
 )
-from opendso.errors import AlarmStateError, InputError
+from opendso.errors import AlarmStateError, ConflictError, InputError, UnknownSwitchError
 from opendso.grid.model import Grid
 from opendso.grid.topology import analyse_topology
 from opendso.measurement import LatestValues, Measurement
@@ -310,6 +310,8 @@ class RealTimeCycle:
         self.binding.require(_CYCLE_TARGETS, quantities=STATE_QUANTITIES, user="the real-time cycle")
         self._scatter = _scatter_of(self.binding)
         self._commanded = grid.switches["closed"].copy() if grid.switches.size else np.zeros(0, np.int8)
+        #: switches whose state was entered by hand (:meth:`enter_switch_state`), by name
+        self.manually_entered: set[str] = set()
         self._intended = np.zeros(grid.switches.size, dtype=bool)  # commanded through command_switch
         s = self.settings
         node_names = [str(n) for n in grid.names_of("node")]
@@ -469,6 +471,26 @@ class RealTimeCycle:
             raise InputError(f"{self.grid.name}: unknown switch {switch_name!r}")
         self._commanded[rows[0]] = 1 if closed else 0
         self._intended[rows[0]] = True
+
+    def enter_switch_state(self, switch_name: str, closed: bool) -> None:
+        """Enter by hand the state of a switch no telemetry reports (a field crew's confirmed manual step).
+
+        The grid the cycle works on takes the state at once; the switch is then listed in
+        :attr:`manually_entered` (the safety gate treats such a state as not trustworthy). A switch
+        whose status comes from telemetry raises :class:`~opendso.errors.ConflictError`: the field
+        reports its state. Unknown switch: :class:`~opendso.errors.UnknownSwitchError`.
+        """
+        rows = np.flatnonzero(self.grid.switch_names == switch_name)
+        if not rows.size:
+            raise UnknownSwitchError(f"{self.grid.name}: {switch_name}")
+        row = int(rows[0])
+        if row in set(self._scatter.switches.rows.tolist()):
+            raise ConflictError(f"switch {switch_name} is reported by telemetry: its state is not entered by hand")
+        closed_now = self.grid.switches["closed"].copy()
+        closed_now[row] = 1 if closed else 0
+        self.grid = self.grid.with_switch_states(closed_now)
+        self._commanded[row] = closed_now[row]
+        self.manually_entered.add(switch_name)
 
     # -- designed suppression of areas (the work-permit hook) ----------------------------------------------
     def areas(self) -> list[str]:

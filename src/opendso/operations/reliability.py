@@ -28,7 +28,14 @@ The contract (issue 10, ``opendso reliability``):
     (the CSV carries no energy data).
 
   CAIFI and CTAIDI need customers known individually (which customers were interrupted at
-  least once); the CSV gives counts only, so they are not reported from it.
+  least once); the CSV gives counts only, so they are not reported from it. The outage records
+  in the database know them where an outage names its loads (:mod:`opendso.operations.outages`):
+  with ``CN`` the distinct customers with at least one sustained interruption in the period,
+
+  - CAIFI = sum(N_i) / CN over sustained rows (IEEE 1366-2022, 4.3.5: customer interruptions
+    per customer interrupted at least once);
+  - CTAIDI = sum(r_i * N_i) / CN in minutes (IEEE 1366-2022, 4.3.4: customer minutes per
+    customer interrupted at least once).
 * **Major event days** (IEEE 1366 definition *major event day*, the 2.5 beta method):
   daily SAIDI is the sum of the sustained rows' customer minutes on the calendar day (in the
   zone ``tz``) on which their event began, divided by N_T. T_MED for ``[start, end)`` comes
@@ -108,6 +115,8 @@ class OutageTable:
     customers: npt.NDArray[np.int64]
     feeder: npt.NDArray[np.object_]
     cause: npt.NDArray[np.object_]
+    #: each row's data row number in its file (1-based, the header not counted), when read from one
+    row: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return int(self.start_us.size)
@@ -147,6 +156,7 @@ class OutageTable:
             customers=self.customers[mask],
             feeder=self.feeder[mask],
             cause=self.cause[mask],
+            row=None if self.row is None else self.row[mask],
         )
 
 
@@ -198,6 +208,7 @@ def read_outage_csv(path: Path | str) -> OutageTable:
     customers: list[int] = []
     feeders: list[str] = []
     causes: list[str] = []
+    numbers: list[int] = []
     row = 0
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
@@ -239,6 +250,7 @@ def read_outage_csv(path: Path | str) -> OutageTable:
                 customers.append(_parse_customers(fields[at["customers"]], name, row))
                 feeders.append(fields[at["feeder"]].strip())
                 causes.append(fields[at["cause"]].strip())
+                numbers.append(row)
     except OSError as exc:
         raise OutageFileError(name, f"cannot be read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
@@ -252,6 +264,7 @@ def read_outage_csv(path: Path | str) -> OutageTable:
         customers=np.array(customers, dtype=np.int64),
         feeder=np.array(feeders, dtype=object),
         cause=np.array(causes, dtype=object),
+        row=np.array(numbers, dtype=np.int64),
     )
 
 
@@ -265,6 +278,8 @@ class Indices:
     asai: float
     maifi_e: float
     customer_minutes: float
+    #: customer interruptions: the customers of the sustained rows, summed (SAIFI's numerator)
+    customers_interrupted: float = 0.0
 
 
 def _check_served(customers_served: int) -> None:
@@ -317,6 +332,7 @@ def compute_indices(
         asai=asai,
         maifi_e=maifi_e,
         customer_minutes=customer_minutes,
+        customers_interrupted=interrupted,
     )
 
 
@@ -396,17 +412,43 @@ def major_event_days(
 
 @dataclass(frozen=True)
 class ReliabilityReport:
-    """What ``opendso reliability --json`` prints: indices with and without major event days."""
+    """What ``opendso reliability --json`` prints: indices with and without major event days.
+
+    ``distinct_customers`` (the customers with at least one sustained interruption, known only
+    from records that name the customers individually) adds CAIFI and CTAIDI.
+    """
 
     indices: Indices
     without_med: Indices
     t_med_min: float | None
     major_event_days: list[date]
     ens_mwh: float | None = None
+    distinct_customers: int | None = None
+
+    @property
+    def caifi(self) -> float | None:
+        """CAIFI (IEEE 1366-2022, 4.3.5): customer interruptions / distinct customers interrupted."""
+        if not self.distinct_customers:
+            return None
+        return self.indices.customers_interrupted / self.distinct_customers
+
+    @property
+    def ctaidi_min(self) -> float | None:
+        """CTAIDI (IEEE 1366-2022, 4.3.4): customer minutes of interruption / distinct customers interrupted."""
+        if not self.distinct_customers:
+            return None
+        return self.indices.customer_minutes / self.distinct_customers
 
     def to_json(self) -> dict[str, Any]:
-        """Return the report with exactly the keys of the command-line contract."""
+        """Return the report with exactly the keys of the command-line contract (and CAIFI, CTAIDI when known)."""
         i, w = self.indices, self.without_med
+        extra: dict[str, Any] = {}
+        if self.distinct_customers is not None:
+            extra = {
+                "caifi": self.caifi,
+                "ctaidi_min": self.ctaidi_min,
+                "customers_interrupted_distinct": self.distinct_customers,
+            }
         return {
             "saidi_min": i.saidi_min,
             "saifi": i.saifi,
@@ -423,6 +465,7 @@ class ReliabilityReport:
                 "caidi_min": w.caidi_min,
                 "maifi_e": w.maifi_e,
             },
+            **extra,
         }
 
 

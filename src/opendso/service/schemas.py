@@ -99,6 +99,136 @@ class GridPublic(BaseModel):
     switches: list[SwitchPublic]
 
 
+class DiagramViewRef(BaseModel):
+    """The view a single-line diagram shows: ``kind`` ``substation`` or ``feeder``, its id and name."""
+
+    kind: str
+    id: int
+    name: str
+
+
+class DiagramBarPublic(BaseModel):
+    """A busbar section: a horizontal bar from ``x0`` to ``x1`` on row ``y`` (diagram units)."""
+
+    id: int
+    name: str
+    x0: float
+    x1: float
+    y: float
+    u_rated_kv: float
+
+
+class DiagramBandPublic(BaseModel):
+    """The columns ``x0`` to ``x1`` a feeder takes in a substation's diagram."""
+
+    feeder: int
+    name: str
+    x0: float
+    x1: float
+
+
+class DiagramTargetPublic(BaseModel):
+    """The view a terminal leads to."""
+
+    kind: str
+    id: int
+
+
+class DiagramNodePublic(BaseModel):
+    """A node at (``x``, ``y``), or a terminal standing for a node of another view (``target``)."""
+
+    id: int
+    name: str
+    x: float
+    y: float
+    u_rated_kv: float
+    weight: int
+    terminal: bool
+    band: int
+    target: DiagramTargetPublic | None = None
+
+
+class DiagramBranchPublic(BaseModel):
+    """A branch as an orthogonal polyline; ``role`` tree, terminal, loop, bay, incoming or coupler."""
+
+    id: int
+    name: str
+    kind: str
+    component: str
+    from_node: int
+    to_node: int
+    role: str
+    points: list[list[float]]
+
+
+class DiagramSwitchPublic(BaseModel):
+    """A switch on its branch end: ``symbol`` breaker, load_break, disconnector or switch; live ``closed``."""
+
+    id: int
+    name: str
+    kind: str
+    symbol: str
+    closed: bool
+    normally_open: bool
+    branch: int
+    node: int
+    x: float
+    y: float
+
+
+class DiagramSourcePublic(BaseModel):
+    """A source (external grid) feeding a bar from above."""
+
+    id: int
+    name: str
+    x: float
+    y: float
+    points: list[list[float]]
+
+
+class DiagramPublic(BaseModel):
+    """The single-line diagram of one substation or feeder (``bounds``: x0, y0, x1, y1; y grows downwards)."""
+
+    grid: str
+    view: DiagramViewRef
+    bars: list[DiagramBarPublic]
+    bands: list[DiagramBandPublic]
+    nodes: list[DiagramNodePublic]
+    branches: list[DiagramBranchPublic]
+    switches: list[DiagramSwitchPublic]
+    sources: list[DiagramSourcePublic]
+    bounds: list[float]
+
+
+class DiagramSubstationPublic(BaseModel):
+    """A substation in the diagram's view list, with the ids of its feeders."""
+
+    id: int
+    name: str
+    kind: str
+    feeders: list[int]
+
+
+class DiagramFeederPublic(BaseModel):
+    """A feeder in the diagram's view list."""
+
+    id: int
+    name: str
+    substation: int
+
+
+class DiagramCataloguePublic(BaseModel):
+    """The diagram's views and its search index.
+
+    Index rows: ``[name, kind, id, id to centre on, "substation:<id>" or "feeder:<id>"]``.
+    """
+
+    name: str
+    substations: list[DiagramSubstationPublic]
+    feeders: list[DiagramFeederPublic]
+    index: list[list[Any]]
+
+
 class PointInfoPublic(BaseModel):
     """What a point measures: its quantity (``u``, ``p``, ``q``, ``i``, ``switch`` ...) and unit (SI)."""
 
@@ -508,3 +638,271 @@ class RolesUpdate(_Strict):
     """The roles a user gets (replacing the old ones)."""
 
     roles: list[str] = Field(min_length=1, max_length=10)
+
+
+# -- switching ------------------------------------------------------------------------------------------
+class OverrideBody(_Strict):
+    """The override of a caution tag, with the reason (audited)."""
+
+    tag: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class ConfirmationBody(_Strict):
+    """The confirmation of what a gate rule asked to confirm (e.g. ``limits``), with the reason (audited)."""
+
+    rule: str = Field(min_length=1, max_length=40)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class SwitchingBody(_Strict):
+    """Open or close one switch: overrides of caution tags, confirmations, the second person's name."""
+
+    switch: str = Field(min_length=1, max_length=200)
+    action: str = Field(pattern="^(open|close)$")
+    overrides: list[OverrideBody] = Field(default_factory=list, max_length=20)
+    confirmations: list[ConfirmationBody] = Field(default_factory=list, max_length=20)
+    approver: str | None = Field(default=None, min_length=1, max_length=100)
+
+
+class GateDecisionPublic(BaseModel):
+    """The safety gate's answer: allowed, or the one rule that refused and why."""
+
+    switch: str
+    action: str
+    allowed: bool
+    rule: str | None
+    reason: str
+    confirm: list[str]
+    overrides: list[dict[str, str]]
+    confirmations: list[dict[str, str]]
+    passed: list[str]
+
+
+class SwitchingOutcomePublic(BaseModel):
+    """What came of a switching request: the decision, the command's result, the telemetry check."""
+
+    switch: str
+    action: str
+    actor: str
+    approver: str | None
+    path: str
+    status: str
+    decision: GateDecisionPublic
+    result: dict[str, Any] | None
+    telemetry: dict[str, Any]
+    requested_at: str
+    finished_at: str
+    event_seq: int | None
+    source_ip: str | None
+
+
+class TagCreate(_Strict):
+    """A tag on a switch: ``do_not_operate`` or ``caution``, with its text (why)."""
+
+    switch: str = Field(min_length=1, max_length=200)
+    kind: str = Field(pattern="^(do_not_operate|caution)$")
+    text: str = Field(min_length=1, max_length=1000)
+
+
+class DocumentCreate(_Strict):
+    """A safety document (``permit_to_work`` or ``sanction_for_test``) in draft: its devices and earths."""
+
+    kind: str = Field(pattern="^(permit_to_work|sanction_for_test)$")
+    devices: list[str] = Field(min_length=1, max_length=100)
+    earths: list[str] = Field(default_factory=list, max_length=100)
+    description: str = Field(min_length=1, max_length=1000)
+
+
+class EarthCreate(_Strict):
+    """An earth on a node: a closed earth switch or portable earths, with a reference (e.g. the set's number)."""
+
+    node: str = Field(min_length=1, max_length=200)
+    kind: str = Field(default="portable", pattern="^(earth_switch|portable)$")
+    reference: str = Field(default="", max_length=200)
+
+
+class FaultCreate(_Strict):
+    """A node (section) flagged faulted, with the reason."""
+
+    node: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class SwitchingStatePublic(BaseModel):
+    """Tags, safety documents, earths and fault flags as stored."""
+
+    tags: list[dict[str, Any]]
+    documents: list[dict[str, Any]]
+    earths: list[dict[str, Any]]
+    faults: list[dict[str, Any]]
+
+
+# -- outages ------------------------------------------------------------------------------------------
+class OutageStepPublic(BaseModel):
+    """A restoration step: ``customers`` back at ``end``, off since ``start`` (``nodes`` restored, when known)."""
+
+    seq: int
+    start: str
+    end: str
+    customers: int
+    feeder: str | None
+    nodes: list[str]
+    actor: str
+
+
+class OutagePublic(BaseModel):
+    """An outage: where it stands, what it interrupted, its steps, crew and estimated restoration time."""
+
+    id: int
+    source: str
+    state: str
+    external_id: str | None
+    device: str | None
+    feeder: str | None
+    cause: str | None
+    start: str
+    end: str | None
+    etr: str | None
+    crew: str | None
+    crew_assigned: str | None
+    customers: int
+    customers_off: int
+    loads_known: bool
+    nodes: list[str]
+    steps: list[OutageStepPublic]
+    loads: list[dict[str, Any]] | None = None
+    calls: list[dict[str, Any]] | None = None
+
+
+class OutageCallCreate(_Strict):
+    """A customer call: the load or the node (one of the two), when (default: now), and what was said."""
+
+    load: str | None = Field(default=None, min_length=1, max_length=200)
+    node: str | None = Field(default=None, min_length=1, max_length=200)
+    time: AwareDatetime | None = None
+    text: str = Field(min_length=1, max_length=2000)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> OutageCallCreate:
+        if (self.load is None) == (self.node is None):
+            raise ValueError("give either 'load' or 'node'")
+        return self
+
+
+class OutageCallPublic(BaseModel):
+    """The call as logged and the outage it joined."""
+
+    call: dict[str, Any]
+    outage: OutagePublic
+
+
+class OutageStepCreate(_Strict):
+    """A restoration step at ``time`` (default: now): the nodes restored, or the customers when loads are unknown."""
+
+    time: AwareDatetime | None = None
+    nodes: list[str] = Field(default_factory=list, max_length=10_000)
+    customers: int | None = Field(default=None, ge=0, le=10**9)
+
+
+class OutageCrewCreate(_Strict):
+    """The crew sent to an outage (one line) and when (default: now)."""
+
+    crew: str = Field(min_length=1, max_length=200)
+    time: AwareDatetime | None = None
+
+
+class OutageEtrCreate(_Strict):
+    """The estimated restoration time."""
+
+    etr: AwareDatetime
+
+
+class OutageCloseCreate(_Strict):
+    """Close an outage at ``time`` (default: now): everyone still off is restored; ``cause`` when known."""
+
+    time: AwareDatetime | None = None
+    cause: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class ReliabilityPublic(BaseModel):
+    """IEEE 1366 indices of the stored outages (the ``opendso reliability --json`` keys, CAIFI/CTAIDI when known)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    saidi_min: float
+    saifi: float
+    caidi_min: float | None
+    asai: float
+    maifi_e: float
+    customer_minutes: float
+    ens_mwh: float | None
+    t_med_min: float | None
+    major_event_days: list[str]
+    without_med: dict[str, float | None]
+    customers_served: int
+
+
+# -- switching plans and FLISR (routes/plans.py, routes/flisr.py) -------------------------------------------------
+class PlanStepBody(_Strict):
+    """One step of a switching plan: open or close a switch, remotely or by a field crew."""
+
+    switch: str = Field(min_length=1, max_length=200)
+    action: str = Field(pattern="^(open|close)$")
+    kind: str = Field(default="remote", pattern="^(remote|manual)$")
+    instruction: str = Field(default="", max_length=1000)
+    overrides: list[OverrideBody] = Field(default_factory=list, max_length=20)
+    confirmations: list[ConfirmationBody] = Field(default_factory=list, max_length=20)
+
+
+class PlanCreate(_Strict):
+    """A new switching plan (a draft): a title and its ordered steps."""
+
+    title: str = Field(min_length=1, max_length=200)
+    steps: list[PlanStepBody] = Field(default_factory=list, max_length=500)
+
+
+class PlanEdit(_Strict):
+    """The steps of a draft replaced, with the version the editor read."""
+
+    version: int = Field(ge=1)
+    steps: list[PlanStepBody] = Field(max_length=500)
+
+
+class PlanVersion(_Strict):
+    """A plan transition, with the version the caller read (a concurrent change is 409)."""
+
+    version: int = Field(ge=1)
+
+
+class PlanReason(_Strict):
+    """A plan transition that needs a reason (cancel, abort)."""
+
+    version: int = Field(ge=1)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class PlanManualConfirm(_Strict):
+    """A field crew's manual step reported done, with what they said."""
+
+    version: int = Field(ge=1)
+    note: str = Field(default="", max_length=1000)
+
+
+class FlisrReject(_Strict):
+    """An operator's rejection of a FLISR proposal."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class FlisrStudy(_Strict):
+    """A FLISR study: the node where a fault is supposed."""
+
+    fault: str = Field(min_length=1, max_length=200)
+
+
+class ApprovalCreate(_Strict):
+    """A second person's approval of one open or close of one switch."""
+
+    switch: str = Field(min_length=1, max_length=200)
+    action: str = Field(pattern="^(open|close)$")

@@ -5,7 +5,9 @@ arithmetic and index behaviour on SQLite and PostgreSQL, so interval aggregates 
 integer division and batch writes stay cheap. The API converts to and from timezone-aware UTC.
 
 The migrations under ``migrations/versions`` create exactly these tables; a test checks that
-they agree. Importing this module registers the security tables (:mod:`opendso.store.security_schema`)
+they agree. Importing this module registers the security tables (:mod:`opendso.store.security_schema`),
+the switching tables (:mod:`opendso.store.switching_schema`) and the outage tables
+(:mod:`opendso.store.outage_schema`) and the switching plans (:mod:`opendso.store.plan_schema`)
 too, so :data:`metadata` here holds every table of the database.
 """
 
@@ -14,7 +16,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from opendso.store import outage_schema as _outage_schema  # noqa: F401  (registers outages, steps, loads, calls)
+from opendso.store import plan_schema as _plan_schema  # noqa: F401  (registers switching plans)
 from opendso.store import security_schema as _security_schema  # noqa: F401  (registers users, sessions, audit)
+from opendso.store import switching_schema as _switching_schema  # noqa: F401  (registers tags, documents, earths)
 from opendso.store.metadata import metadata
 
 __all__ = ["alarm_state", "alarm_suppression", "events", "measurements", "metadata", "points"]

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -63,10 +65,15 @@ def fresh_postgres_database(url: str | None = None) -> Iterator[str]:
 
 
 class TcpProxy:
-    """A loopback TCP proxy to ``target``; :meth:`stop` cuts every connection, :meth:`start` accepts again."""
+    """A loopback TCP proxy to ``target``; :meth:`stop` cuts every connection, :meth:`start` accepts again.
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    ``delay_s`` delays every chunk by that long in each direction, order kept (a slow
+    communication link: radio, a congested WAN).
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, delay_s: float = 0.0) -> None:
         self.target = (target_host, target_port)
+        self.delay_s = delay_s
         self.port = 0
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
@@ -122,12 +129,23 @@ class TcpProxy:
                 self._threads.append(thread)
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        delayed: queue.Queue[tuple[float, bytes]] | None = None
+        if self.delay_s > 0:
+            delayed = queue.Queue()
+            sender = threading.Thread(target=self._send_later, args=(delayed, sink), daemon=True)
+            sender.start()
+            self._threads.append(sender)
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if delayed is None:
+                    sink.sendall(data)
+                else:
+                    delayed.put((time.monotonic() + self.delay_s, data))
         except OSError:
             pass
         finally:
+            if delayed is not None:
+                delayed.put((0.0, b""))
             # Either side closing ends the whole proxied connection (enough for a database client).
             with self._lock:
                 self._sockets.difference_update((source, sink))
@@ -135,3 +153,15 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+    @staticmethod
+    def _send_later(delayed: queue.Queue[tuple[float, bytes]], sink: socket.socket) -> None:
+        try:
+            while True:
+                due, data = delayed.get()
+                if not data:
+                    return
+                time.sleep(max(0.0, due - time.monotonic()))
+                sink.sendall(data)
+        except OSError:
+            pass

@@ -10,6 +10,7 @@ the simulation), in Python or as TOML::
     kind = "breaker_trip"
     switch = "MV3.101 BS-Feeder1_line CB"
     fault = "MV3.101 Bus 12"            # optional: fault location (a node) -> fault-passage indicators
+    permanent = true                    # optional: the fault stays until fault_clear (default: transient)
 
     [[events]]
     at = 3600
@@ -24,8 +25,13 @@ kind                fields
 ==================  =====================================================================
 ``breaker_trip``    ``switch`` (opens); ``fault`` (optional node): fault-passage
                     indicators pick up on the switches and branch sensors between the
-                    source and the fault on the faulted feeder
-``switch_close``    ``switch`` (closes; also resets the indicators of a fault it cleared)
+                    source and the fault on the faulted feeder; ``permanent`` (optional
+                    boolean, default false): a transient fault is gone when the breaker
+                    closes again; a permanent one stays until ``fault_clear``, and any
+                    close that energises its node trips the nearest breaker upstream of
+                    it again (closing onto a fault), indicators picking up anew
+``switch_close``    ``switch`` (closes; also resets the indicators of a transient fault it
+                    cleared)
 ``fault_clear``     (none): the fault is repaired, the indicators reset
 ``der_trip``        ``generator`` (status 0)
 ``der_restore``     ``generator`` (status 1 again)
@@ -77,7 +83,7 @@ __all__ = [
 
 #: Every event kind, with the fields it requires and the fields it accepts besides ``at`` and ``kind``.
 EVENT_KINDS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = {
-    "breaker_trip": (frozenset({"switch"}), frozenset({"switch", "fault"})),
+    "breaker_trip": (frozenset({"switch"}), frozenset({"switch", "fault", "permanent"})),
     "switch_close": (frozenset({"switch"}), frozenset({"switch"})),
     "fault_clear": (frozenset(), frozenset()),
     "der_trip": (frozenset({"generator"}), frozenset({"generator"})),
@@ -93,7 +99,7 @@ EVENT_KINDS: Mapping[str, tuple[frozenset[str], frozenset[str]]] = {
 #: Kinds that act on points (given by ``points`` and/or ``element``, or a ``source`` for comms).
 _POINT_KINDS = frozenset({"comms_loss", "comms_restore", "freeze", "noisy"})
 _FIELDS = frozenset(
-    {"at", "kind", "switch", "fault", "generator", "factor", "source", "points", "element", "duration_s"}
+    {"at", "kind", "switch", "fault", "permanent", "generator", "factor", "source", "points", "element", "duration_s"}
 )
 _CLOCK = re.compile(r"^(\d+):([0-5]\d)(?::([0-5]\d(?:\.\d+)?))?$")
 
@@ -106,6 +112,7 @@ class ScenarioEvent:
     kind: str
     switch: str | None = None
     fault: str | None = None
+    permanent: bool = False
     generator: str | None = None
     factor: float | None = None
     source: str | None = None
@@ -219,6 +226,11 @@ def _parse_event(index: int, raw: Mapping[str, Any], found: _Findings) -> Scenar
                 values[key] = raw[key]
             else:
                 found.add(index, label, key, f"must be a non-empty string, got {raw[key]!r}")
+    if "permanent" in raw:
+        if isinstance(raw["permanent"], bool):
+            values["permanent"] = raw["permanent"]
+        else:
+            found.add(index, label, "permanent", f"must be true or false, got {raw['permanent']!r}")
     for key in ("factor", "duration_s"):
         if key in raw:
             value = raw[key]
@@ -255,6 +267,7 @@ def _seconds(raw: Any) -> float | None:
 _PRESENT: Mapping[str, Callable[[ScenarioEvent], bool]] = {
     "switch": lambda e: e.switch is not None,
     "fault": lambda e: e.fault is not None,
+    "permanent": lambda e: e.permanent,
     "generator": lambda e: e.generator is not None,
     "factor": lambda e: e.factor is not None,
     "source": lambda e: e.source is not None,

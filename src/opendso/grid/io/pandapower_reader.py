@@ -332,6 +332,9 @@ def from_pandapower(net: Any, *, name: str = "pandapower", source: str | None = 
                 at = trafo3w[col].to_numpy()[pos] == sbus[sel3]
                 opened = at & (sw["closed"][sel3] == 0)
                 t3[f"status_{k}"][pos[opened]] = 0
+    if "remote_controlled" in switch.columns:
+        # which switches the control room can operate (FLISR uses only these); absent: every switch
+        extra["switch"] = {"remote_controlled": _col(switch, "remote_controlled", True, bool)}
     if links:
         data["link"] = links["array"]
         names["link"] = links["names"]
@@ -758,6 +761,7 @@ def _loads(
                         "p_fraction": fp[sel],
                         "q_fraction": fq[sel],
                         "scaling": scaling[sel],
+                        **({"customers": _col(load, "customers", np.nan)[sel]} if "customers" in load.columns else {}),
                     },
                 )
             )

@@ -10,7 +10,7 @@ is told the transitions, so every screen gets them and the new counts.
 Operators acknowledge, shelve and unshelve; engineers take alarms out of service and suppress
 areas by design (the permission is the route's, :mod:`opendso.service.routes`). An action that does
 not fit the alarm's state is a :class:`ConflictError` (409), an unknown key a
-:class:`NotFoundError` (404); free text passes :func:`~opendso.service.text.check_text`.
+:class:`NotFoundError` (404); free text passes :func:`~opendso.text.check_text`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from opendso.operations.cycle import RealTimeCycle
 from opendso.operations.monitor import alarm_event_payload, log_alarm_events
 from opendso.service.audit import AuditTrail
 from opendso.service.controlroom.journal import SHIFT_NOTE, event_dict
-from opendso.service.text import check_text
 from opendso.store.events import EventLog
+from opendso.text import check_text
 
 __all__ = ["MAX_NOTE", "MAX_REASON", "Actions"]
 

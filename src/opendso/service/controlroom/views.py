@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from opendso.errors import InputError, NotFoundError
+from opendso.grid.diagram import GridDiagram, build_diagram
 from opendso.grid.layout import schematic_layout
 from opendso.grid.model import BRANCH_COMPONENTS, SENSOR_COMPONENTS, Grid
 from opendso.grid.topology import analyse_topology
@@ -40,6 +41,7 @@ __all__ = [
     "ALARM_STATES",
     "PRIORITIES",
     "AlarmList",
+    "DiagramView",
     "GridView",
     "StateView",
     "alarm_entry",
@@ -143,6 +145,9 @@ class GridView:
                 own = np.flatnonzero(placed["measured_object"] == element_id)
                 sensor_names = {str(grid.names_of(sensor)[i]) for i in own} if own.size else set()
                 points += sorted(p for p, (el, _q) in self.points.items() if el in sensor_names)
+        # measured quantities in the point map's order, the fault indicators after them
+        order = {q: k for k, q in enumerate(QUANTITIES)}
+        points.sort(key=lambda p: (self.points[p][1] == "fpi", order.get(self.points[p][1], len(order))))
         return {
             "id": int(element_id),
             "component": component,
@@ -158,6 +163,52 @@ class GridView:
         quantity = self.points[point][1]
         unit = self._unit_of(point) if self._unit_of is not None else None
         return {"quantity": quantity, "unit": QUANTITIES.get(quantity, "") if unit is None else unit}
+
+
+class DiagramView:
+    """The single-line diagrams of one grid (:mod:`opendso.grid.diagram`), laid out once on first use.
+
+    The layout comes from the grid's normal switch states (it must not move when a switch
+    operates); each view takes the live states. The catalogue (views and search index) is
+    serialised once.
+    """
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+        self._lock = threading.Lock()
+        self._diagram: GridDiagram | None = None
+        self._catalogue: bytes | None = None
+
+    def _built(self) -> GridDiagram:
+        with self._lock:
+            if self._diagram is None:
+                self._diagram = build_diagram(self._grid)
+            return self._diagram
+
+    def catalogue_json(self) -> bytes:
+        """The views (substations, feeders) and the search index as JSON bytes."""
+        diagram = self._built()
+        with self._lock:
+            if self._catalogue is None:
+                self._catalogue = json.dumps(diagram.catalogue(), separators=(",", ":"), allow_nan=False).encode()
+            return self._catalogue
+
+    def view(self, *, substation: int | None, feeder: int | None, switches: Mapping[str, bool]) -> dict[str, Any]:
+        """One substation's or feeder's diagram with the live switch states ``switches`` (id -> closed).
+
+        Neither or both of ``substation`` and ``feeder``: :class:`InputError`; an unknown one:
+        :class:`NotFoundError`.
+        """
+        if (substation is None) == (feeder is None):
+            raise InputError("give either substation or feeder")
+        diagram = self._built()
+        ids = self._grid.switches["id"].tolist()
+        normal = self._grid.switches["closed"].tolist()
+        closed = [bool(switches.get(str(i), bool(c))) for i, c in zip(ids, normal, strict=True)]
+        try:
+            return diagram.view(substation=substation, feeder=feeder, closed=closed)
+        except KeyError as exc:
+            raise NotFoundError(f"{self._grid.name}: {exc.args[0]}") from None
 
 
 def _drawing(grid: Grid, feeders: list[int], xy: npt.NDArray[np.float64], *, geographic: bool) -> dict[str, Any]:

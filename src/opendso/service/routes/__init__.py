@@ -10,6 +10,11 @@ module               resource
 :mod:`.events`       the event log and the shift log
 :mod:`.audit`        the audit trail and the integrity report
 :mod:`.alarms`       the alarm list and actions, designed suppression, journal, figures
+:mod:`.switching`    the safety gate's answer, operating switches through it, tags,
+                     safety documents, earths, fault flags
+:mod:`.plans`        switching plans: drafted, simulated, approved, executed step by step
+:mod:`.flisr`        FLISR proposals after trips: approve, reject; FLISR studies
+:mod:`.outages`      outages, customer calls, restoration steps, crews, ETRs, IEEE 1366 indices
 :mod:`.stream`       the WebSocket stream and the watch that closes it with its session
 :mod:`.trainer`      the simulated clock (pause, resume, speed, next scripted event)
 :mod:`.docs`         Swagger UI and its assets
@@ -40,7 +45,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from opendso.service.routes import alarms, audit, auth, docs, events, grid, measurements, stream, trainer, users
+from opendso.service.routes import (
+    alarms,
+    audit,
+    auth,
+    docs,
+    events,
+    flisr,
+    grid,
+    measurements,
+    outages,
+    plans,
+    stream,
+    switching,
+    trainer,
+    users,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -53,6 +73,10 @@ ROUTERS: tuple[APIRouter, ...] = (
     events.router,
     audit.router,
     alarms.router,
+    switching.router,
+    plans.router,
+    flisr.router,
+    outages.router,
     stream.router,
     trainer.router,
     docs.router,

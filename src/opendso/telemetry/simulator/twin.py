@@ -36,6 +36,7 @@ import numpy.typing as npt
 from opendso.calc import DEFAULT_ACCURACY, Accuracy, PowerFlowResult, run_power_flow
 from opendso.errors import CommandError, CommandValueError, InputError, NotCommandableError
 from opendso.grid.model import Grid
+from opendso.grid.topology import analyse_topology, path_from_source
 from opendso.telemetry.base import utc_now
 from opendso.telemetry.binding import PointBinding, bind_points
 from opendso.telemetry.points import Point, PointMap
@@ -157,6 +158,7 @@ class FieldSimulator:
         self._fpi_switch = np.zeros(self._closed.size, dtype=bool)
         self._fpi_sensor: set[int] = set()  # sensor ids whose indicator picked up
         self._fault_switch: int | None = None
+        self._fault_node: str | None = None  # a permanent fault: stays until fault_clear
 
         # points: how each one is computed
         self.binding: PointBinding = binding
@@ -457,7 +459,9 @@ class FieldSimulator:
         if bool(self._closed[row]) != closed:
             self._closed[row] = 1 if closed else 0
             self._dirty = True
-            if closed and self._fault_switch == row:
+            if closed and self._fault_node is not None:
+                self._close_onto_fault(row)
+            elif closed and self._fault_switch == row:
                 self._clear_fault()
         self._wake.set()  # publish the change at once, not at the next period
         log.info("event=sim_switch switch=%s closed=%s", name, closed)
@@ -555,6 +559,7 @@ class FieldSimulator:
             if event.fault is not None:
                 self._pick_up_indicators(event.fault)
                 self._fault_switch = self._switch(event.switch)
+                self._fault_node = event.fault if event.permanent else None
             self.set_switch(event.switch, False)
         elif kind == "switch_close":
             assert event.switch is not None
@@ -613,10 +618,39 @@ class FieldSimulator:
         )
         self._dirty = True
 
+    def _close_onto_fault(self, row: int) -> None:
+        """A close that energises a permanent fault: the nearest breaker upstream of it trips again.
+
+        The breaker is the last switch of kind CB on the path from the source to the fault node (the
+        closed switch itself when none is): its protection sees the fault current and opens. The
+        indicators on the new fault path pick up (they were reset by the operator, or still are).
+        """
+        assert self._fault_node is not None
+        grid = self.twin_grid()
+        node_row = int(np.flatnonzero(grid.names_of("node") == self._fault_node)[0])
+        topology = analyse_topology(grid)
+        if not topology.node_energised[node_row]:
+            return
+        path = path_from_source(topology, int(grid.component("node")["id"][node_row]))
+        trip = row
+        if path is not None and grid.switch_kinds.size == grid.switches.size:
+            on_path = np.isin(grid.switches["element"], path.branches) & (grid.switches["closed"] == 1)
+            breakers = np.flatnonzero(on_path & (grid.switch_kinds.astype(str) == "CB"))
+            if breakers.size:
+                order = {int(b): i for i, b in enumerate(path.branches.tolist())}
+                trip = int(max(breakers, key=lambda b: order.get(int(grid.switches["element"][b]), -1)))
+        self._pick_up_indicators(self._fault_node)
+        self._fault_switch = trip
+        self._closed[trip] = 0
+        self._dirty = True
+        names = self.grid.switch_names
+        log.info("event=sim_close_onto_fault closed=%s tripped=%s node=%s", names[row], names[trip], self._fault_node)
+
     def _clear_fault(self) -> None:
         self._fpi_switch[:] = False
         self._fpi_sensor.clear()
         self._fault_switch = None
+        self._fault_node = None
         self._dirty = True
 
     # -- serving -------------------------------------------------------------------------------------

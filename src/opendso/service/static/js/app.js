@@ -7,6 +7,10 @@ import { AlarmList, countStates, esc, renderAlarmStatus } from "./alarms.js";
 import { initAlarmPages } from "./alarmpages.js";
 import { drawLegend, LOADING_PALETTE, VOLTAGE_PALETTE } from "./colors.js";
 import { NetworkView } from "./network.js";
+import { DiagramView } from "./diagram.js";
+import { initOperationsPages } from "./operations.js";
+import { initOutagePages } from "./outagepages.js";
+import { openSwitchingDialog, setupSwitchingDialog } from "./switching.js";
 import { clockName, fmtMs, fmtTime, fmtWall, nowMs, setTimeBase, simulating, timeBase, timeTitle } from "./time.js";
 import { Trend } from "./trend.js";
 import { formatPoint, formatQuantity, quantityLabel, readableFields } from "./units.js";
@@ -23,6 +27,7 @@ const session = { user: null, roles: [] };
 const timing = { start: performance.now(), gridLoaded: null, stateLoaded: null, firstDraw: null };
 let stream = null;
 let network = null;
+let diagram = null;
 let alarms = null;
 let alarmPages = null;
 let elementNames = new Map(); // alarm channel (element name) -> id
@@ -30,6 +35,10 @@ let trend = null;
 let currentElement = null;
 let gridView = { nodes: new Map(), names: new Map() }; // node id -> node; element id -> name
 let lastStatus = null;
+let lastState = null; // the latest state: the diagram takes it when it first opens
+let operations = null; // the Switching, FLISR and Plans pages (operations.js)
+let outagePages = null; // the Outages and Reliability pages (outagepages.js)
+let switchIds = new Map(); // switch name -> id
 // state-change-to-screen latency: server publish time (epoch s) of states not yet drawn, and samples (ms)
 const latency = { pending: [], samples: [] };
 
@@ -52,7 +61,31 @@ window.opendso = {
   latencies: () => [...latency.samples],
   trend: () => trend?.snapshot() ?? null,
   timeBase: () => timeBase(),
+  diagram: () => diagram?.stats() ?? null,
+  diagramScreenOfSwitch: (name) => diagram?.screenOfSwitch(name) ?? null,
+  openSwitchingDialog: (name) => openSwitchingDialog(name),
+  flisr: () => operations?.flisrState() ?? null,
+  networkMarks: () => network?.marks() ?? null,
+  refreshMarks: () => refreshMarks(),
 };
+
+// -- marks on the network picture: fault flags, FLISR's located sections, earths, tags --------------
+const MARKS_PERIOD_MS = 5000;
+async function refreshMarks() {
+  if (!network) return;
+  const [state, flisr] = await Promise.all([api("/api/switching/state"), api("/api/flisr")]);
+  const pending = new Set(["proposed", "executing", "stopped"]);
+  const faulted = [
+    ...state.faults.map((f) => f.node),
+    ...flisr.proposals.filter((p) => pending.has(p.state)).flatMap((p) => p.faulted_nodes),
+  ];
+  const earthed = [
+    ...state.earths.map((e) => e.node),
+    ...state.documents.filter((d) => d.state === "issued" || d.state === "in_work").flatMap((d) => d.earths),
+  ];
+  network.setMarks({ faulted, earthed, tags: state.tags.map((t) => [t.switch, t.kind]) });
+}
+let marksTimer = null;
 
 // -- login -----------------------------------------------------------------------------------
 async function boot() {
@@ -173,6 +206,9 @@ async function enter(me) {
   $("tab-users").hidden = !canManageUsers();
   auditPage ??= initAuditPage();
   usersPage ??= initUsersPage({ guarded, me: () => session.user });
+  setupSwitchingDialog({ canWrite, switchInfo, onChanged: () => { if (!$("page-switching").hidden) operations?.loadSwitching(); diagram?.loadTags?.(); } });
+  operations ??= initOperationsPages({ canWrite, canConfigure, guarded, openSwitch: (name) => openSwitchingDialog(name), switchNames: () => [...switchIds.keys()] });
+  outagePages ??= initOutagePages({ canWrite, guarded });
   showPage("network");
   network ??= new NetworkView($("network-canvas"), { onSelect: (hit) => selectElement(hit?.id ?? null), onHover: showTip });
   $("network-canvas").addEventListener("firstdraw", () => { timing.firstDraw = performance.now(); }, { once: true });
@@ -188,6 +224,7 @@ async function enter(me) {
   });
   alarmPages ??= initAlarmPages({ alarms, canWrite, canConfigure, onElement: (name) => openElementByName(name), guarded });
   const [grid, state, status] = await Promise.all([api("/api/grid"), api("/api/state"), api("/api/status")]);
+  marksTimer ??= setInterval(() => { if (!$("page-network").hidden) refreshMarks().catch(() => {}); }, MARKS_PERIOD_MS);
   timing.gridLoaded = performance.now();
   $("grid-name").textContent = grid.name;
   $("grid-name").title = grid.name;
@@ -195,6 +232,7 @@ async function enter(me) {
   for (const n of grid.nodes) elementNames.set(n.name, n.id);
   for (const b of grid.branches) { elementNames.set(b.name, b.id); elementNames.set(`${b.kind}:${b.name}`, b.id); }
   for (const s of grid.switches) elementNames.set(s.name, s.id);
+  switchIds = new Map(grid.switches.map((s) => [s.name, s.id]));
   gridView = {
     nodes: new Map(grid.nodes.map((n) => [n.id, n])),
     names: new Map([...grid.nodes, ...grid.branches, ...grid.switches].map((e) => [e.id, e.name])),
@@ -206,10 +244,14 @@ async function enter(me) {
   });
   trend.onChange = syncTrendPicks;
   network.setGrid(grid);
+  refreshMarks().catch(() => {});
   network.setState(state);
+  diagram?.setState(state);
+  lastState = state;
   timing.stateLoaded = performance.now();
   showStatus(status);
   await alarms.load();
+  operations.startPolling();
   stream?.stop();
   stream = openStream({ onMessage, onEnded: () => {
     // the server ended the session (sign-out elsewhere, disabled, new roles or password)
@@ -225,6 +267,8 @@ async function enter(me) {
 function onMessage(msg) {
   if (msg.type === "state") {
     network.setState(msg);
+    lastState = msg;
+    diagram?.setState(msg);
     if (Number.isFinite(msg.published_at)) latency.pending.push(msg.published_at);
     if (currentElement) renderEstimated(currentElement);
   } else if (msg.type === "alarm") {
@@ -274,6 +318,12 @@ function showPage(page) {
   if (page === "audit") auditPage?.load();
   if (page === "users") usersPage?.load();
   if (page === "network") network?.requestDraw();
+  if (page === "diagram") openDiagram();
+  if (page === "switching") operations?.loadSwitching();
+  if (page === "flisr") operations?.loadFlisr();
+  if (page === "plans") operations?.loadPlans();
+  if (page === "outages") outagePages?.loadOutages();
+  if (page === "reliability") outagePages?.loadReliability();
 }
 
 document.querySelectorAll(".tabs [role=tab]").forEach((tab) => tab.addEventListener("click", () => showPage(tab.dataset.page)));
@@ -287,10 +337,20 @@ function typingIn(el) {
 document.addEventListener("keydown", (e) => {
   const typing = typingIn(document.activeElement);
   if (typing || e.ctrlKey || e.metaKey || e.altKey || $("app-view").hidden || document.querySelector("dialog[open]")) return;
-  const pages = { 1: "network", 2: "alarms", 3: "log", 4: "audit", 5: "users" };
+  const pages = { 1: "network", 2: "alarms", 3: "log", 4: "audit", 5: "users", 6: "diagram", 7: "switching", 8: "flisr", 9: "plans", o: "outages", r: "reliability" };
   if (pages[e.key] && !$(`tab-${pages[e.key]}`).hidden) { showPage(pages[e.key]); e.preventDefault(); }
 });
 $("alarm-banner-go").addEventListener("click", () => showPage("alarms"));
+$("flisr-banner-go").addEventListener("click", () => showPage("flisr"));
+
+// -- switching dialog: switching.js; a switch's id and live position for it ------------------------
+function switchInfo(name) {
+  const id = switchIds.get(name);
+  if (id === undefined) return null;
+  const closed = network?.valuesOf(id).closed;
+  return { id, closed: closed === undefined ? null : Boolean(closed) };
+}
+$("el-operate").addEventListener("click", () => { if (currentElement?.component === "switch") openSwitchingDialog(currentElement.name); });
 $("zoom-in").addEventListener("click", () => network.zoom(1.25));
 $("zoom-out").addEventListener("click", () => network.zoom(0.8));
 $("zoom-fit").addEventListener("click", () => network.fit());
@@ -300,6 +360,33 @@ $("sound-toggle").addEventListener("click", (e) => {
   e.currentTarget.textContent = alarms.soundOn ? "Sound on" : "Sound off";
   if (alarms.soundOn) alarms.beep(); // also unlocks audio after a user gesture
 });
+
+// -- single-line diagram: diagram.js draws it; built on first opening --------------------------
+function openDiagram() {
+  if (!diagram) {
+    diagram = new DiagramView({
+      svg: $("diagram-svg"), select: $("diagram-view"), search: $("diagram-search"), results: $("diagram-results"),
+      panel: $("diagram-panel"), panelName: $("diagram-panel-name"), panelKind: $("diagram-panel-kind"),
+      panelFields: $("diagram-panel-fields"), panelClose: $("diagram-panel-close"), note: $("diagram-note"),
+    }, { onElement: (id) => { showPage("network"); selectElement(id, { centre: true }); } });
+    $("diagram-zoom-in").addEventListener("click", () => diagram.zoom(1.25));
+    $("diagram-zoom-out").addEventListener("click", () => diagram.zoom(0.8));
+    $("diagram-zoom-fit").addEventListener("click", () => diagram.fit());
+    // a switch's panel on the diagram offers the switching dialog (diagram.js keeps the selected switch)
+    new MutationObserver(() => {
+      const name = $("diagram-panel-name").textContent;
+      $("diagram-operate").hidden = !(diagram?.selected && diagram.selected.name === name);
+      $("diagram-operate").textContent = canWrite() ? "Operate…" : "Switch details…";
+    }).observe($("diagram-panel-name"), { childList: true, characterData: true, subtree: true });
+    $("diagram-operate").addEventListener("click", () => { if (diagram?.selected) openSwitchingDialog(diagram.selected.name); });
+  }
+  if (lastState) diagram.setState(lastState);
+  if (diagram.catalogue) diagram.loadTags();
+  diagram.load().catch((err) => {
+    console.error(err);
+    $("diagram-note").textContent = `Diagram not available: ${err.message}`;
+  });
+}
 
 function showTip(hit, x, y) {
   const tip = $("hover-tip");
@@ -349,6 +436,8 @@ async function selectElement(id, { centre = false } = {}) {
   $("element-panel").hidden = false;
   $("el-kind").textContent = `${el.component}${el.kind && el.kind !== el.component ? ` · ${el.kind}` : ""} · id ${el.id}`;
   $("el-name").textContent = el.name;
+  $("el-operate").hidden = el.component !== "switch";
+  $("el-operate").textContent = canWrite() ? "Operate…" : "Switch details…";
   renderEstimated(el);
   // readable labels with units; ids, zero-sequence data and bookkeeping fields are not shown
   const rows = readableFields(el.fields, { name: (ref) => gridView.names.get(Number(ref)) ?? `element ${ref}` });

@@ -82,6 +82,28 @@ export class NetworkView {
     this.fit();
   }
 
+  /**
+   * Marks of the switching register and FLISR, by name: faulted nodes (a cross), earthed nodes
+   * (the earth symbol) and tagged switches (DNO or C beside the switch). Names not in the drawing
+   * are left out; ``marks()`` says what is drawn.
+   */
+  setMarks({ faulted = [], earthed = [], tags = [] } = {}) {
+    const nodeRow = new Map((this.grid?.nodes ?? []).map((p, i) => [p.name, i]));
+    const switchRow = new Map((this.switchList ?? []).map((s, i) => [s.name, i]));
+    const rows = (names) => [...new Set(names)].map((n) => nodeRow.get(n)).filter((i) => i !== undefined);
+    this.markRows = {
+      faulted: rows(faulted),
+      earthed: rows(earthed),
+      tags: tags.map(([name, kind]) => [switchRow.get(name), kind]).filter(([i]) => i !== undefined),
+    };
+    this.requestDraw();
+  }
+
+  marks() {
+    const m = this.markRows ?? { faulted: [], earthed: [], tags: [] };
+    return { faulted: m.faulted.length, earthed: m.earthed.length, tags: m.tags.length };
+  }
+
   /** Apply a state document or state message (keys present are applied; others kept). */
   setState(state) {
     if (!this.n) return;
@@ -475,6 +497,46 @@ export class NetworkView {
     ctx.strokeStyle = "#ffffff";
     ctx.lineWidth = 1.8;
     ctx.stroke();
+
+    // faulted nodes (a red cross in a dark halo), earths (the earth symbol), tags (DNO / C)
+    const marks = this.markRows;
+    if (marks) {
+      ctx.lineCap = "round";
+      for (const i of marks.faulted) {
+        const x = X(i), y = Y(i);
+        if (!visible(x, y)) continue;
+        for (const [colour, width] of [["#101418", 6], ["#ff4d4f", 3]]) {
+          ctx.beginPath();
+          ctx.moveTo(x - 7, y - 7); ctx.lineTo(x + 7, y + 7);
+          ctx.moveTo(x + 7, y - 7); ctx.lineTo(x - 7, y + 7);
+          ctx.strokeStyle = colour; ctx.lineWidth = width; ctx.stroke();
+        }
+      }
+      ctx.strokeStyle = "#ffd43b";
+      ctx.lineWidth = 2;
+      for (const i of marks.earthed) {
+        const x = X(i), y = Y(i) + 8;
+        if (!visible(x, y)) continue;
+        ctx.beginPath();
+        ctx.moveTo(x, y - 6); ctx.lineTo(x, y);
+        ctx.moveTo(x - 7, y); ctx.lineTo(x + 7, y);
+        ctx.moveTo(x - 4.5, y + 3); ctx.lineTo(x + 4.5, y + 3);
+        ctx.moveTo(x - 2, y + 6); ctx.lineTo(x + 2, y + 6);
+        ctx.stroke();
+      }
+      ctx.font = "bold 10px system-ui, sans-serif";
+      ctx.textBaseline = "middle";
+      for (const [s, kind] of marks.tags) {
+        const x = this.sx[s] * scale + ox + 7, y = this.sy[s] * scale + oy - 9;
+        if (!visible(x, y)) continue;
+        const text = kind === "do_not_operate" ? "DNO" : "C";
+        const w = ctx.measureText(text).width + 6;
+        ctx.fillStyle = kind === "do_not_operate" ? "#e03131" : "#f59f00";
+        ctx.fillRect(x, y - 7, w, 14);
+        ctx.fillStyle = "#ffffff";
+        ctx.fillText(text, x + 3, y);
+      }
+    }
 
     // selection
     if (this.selected) {
