@@ -51,6 +51,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bench_flisr_e2e.py",
         "FLISR end to end over IEC 104 with a slow link: trip in the field to the last restored customer",
     ),
+    "hosting": (
+        "bench_hosting.py",
+        "time-series hosting capacity on Dask (1, 2, 4 workers) beside a pandapower loop",
+    ),
     "login_flood": (
         "bench_login_flood.py",
         "200 concurrent logins against opendso run: status latency, cycle time and memory, idle vs flood",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import opendso
 import opendso.calc
+import opendso.der
 import opendso.grid
 import opendso.grid.io
 import opendso.operations.switching
@@ -69,6 +70,24 @@ EXPECTED = {
         "run_short_circuit",
         "run_state_estimation",
         "run_time_series",
+    },
+    opendso.der: {
+        "AccessPrinciple",
+        "Agreement",
+        "AgreementKind",
+        "AssetKind",
+        "ConnectionRequest",
+        "Control",
+        "ControlProtocol",
+        "DerAsset",
+        "DerRegistry",
+        "DerTable",
+        "FlexibleAsset",
+        "ImportSummary",
+        "QueueEntry",
+        "RequestStatus",
+        "Transition",
+        "read_der_csv",
     },
     opendso.store: {
         "DiskBuffer",

@@ -11,6 +11,7 @@ Every error OpenDSO raises on purpose is defined here and derives from :class:`O
     │   ├── ScenarioError              a scenario cannot be run (lists every finding)
     │   ├── MeasurementFileError       a measurement file is malformed (file, row, field)
     │   ├── OutageFileError            an outage CSV is malformed (file, row, field)
+    │   ├── DerFileError               a DER registry CSV is malformed (file, and row and field of every problem)
     │   ├── SettingsError              an environment variable has a wrong value (names it)
     │   ├── CommandError               the field simulator refuses a command; nothing was applied
     │   │   ├── NotCommandableError    the point is unknown or takes no commands
@@ -53,6 +54,7 @@ __all__ = [
     "CommandError",
     "CommandValueError",
     "ConflictError",
+    "DerFileError",
     "FileFinding",
     "ForbiddenError",
     "GridFinding",
@@ -233,6 +235,28 @@ class OutageFileError(InputError):
         if field is not None:
             where += f", field {field!r}"
         super().__init__(f"{where}: {message}")
+
+
+class DerFileError(InputError):
+    """A DER registry CSV is malformed: ``problems`` holds (row, field, message) of every problem.
+
+    Rows are the 1-based data rows (the header is row 0); nothing of the file was stored.
+    """
+
+    def __init__(self, path: Path | str, problems: Sequence[tuple[int | None, str | None, str]]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        lines = []
+        for row, field, message in self.problems[:50]:
+            where = self.path
+            if row is not None:
+                where += f", row {row}"
+            if field is not None:
+                where += f", field {field!r}"
+            lines.append(f"{where}: {message}")
+        if len(self.problems) > 50:
+            lines.append(f"... and {len(self.problems) - 50} more problem(s)")
+        super().__init__("\n".join(lines))
 
 
 class SettingsError(InputError):

@@ -15,14 +15,28 @@ import warnings
 from collections.abc import Sequence
 
 from opendso import __version__
-from opendso.cli import audit, calc, flisr, grid, history, outages, realtime, reliability, run, trainer, users
+from opendso.cli import (
+    audit,
+    calc,
+    der,
+    flisr,
+    grid,
+    history,
+    hosting,
+    outages,
+    realtime,
+    reliability,
+    run,
+    trainer,
+    users,
+)
 from opendso.errors import InputError, OpenDSOError
 from opendso.settings import Settings, get_settings
 
 __all__ = ["build_parser", "main"]
 
 #: The command groups, in the order ``opendso --help`` lists them.
-GROUPS = (grid, calc, realtime, history, reliability, outages, flisr, users, audit, run, trainer)
+GROUPS = (grid, calc, hosting, realtime, history, reliability, outages, der, flisr, users, audit, run, trainer)
 
 
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:

@@ -906,3 +906,59 @@ class ApprovalCreate(_Strict):
 
     switch: str = Field(min_length=1, max_length=200)
     action: str = Field(pattern="^(open|close)$")
+
+
+# -- DER registry ---------------------------------------------------------------------------------------
+class DerControlBody(_Strict):
+    """How the DSO reaches a DER asset's controller."""
+
+    protocol: str = Field(default="none", pattern="^(modbus|iec104|mqtt|openadr|none)$")
+    address: str = Field(default="", max_length=200)
+
+
+class DerAgreementBody(_Strict):
+    """A connection agreement: firm, or flexible with a principle of access, a curtailment cap and an export limit."""
+
+    kind: str = Field(default="firm", pattern="^(firm|flexible)$")
+    principle: str | None = Field(default=None, pattern="^(lifo|pro_rata|technical_best)$")
+    curtailment_cap_pct: float | None = Field(default=None, ge=0, le=100)
+    export_limit_kw: float | None = Field(default=None, ge=0, le=1e7)
+
+
+class DerAssetBody(_Strict):
+    """A DER asset (its id is new on create and the same on update); the model checks the rest."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    name: str = Field(min_length=1, max_length=200)
+    kind: str = Field(pattern="^(pv|wind|battery|ev_hub|heat_pumps|flexible_load)$")
+    node: str = Field(min_length=1, max_length=200)
+    owner: str = Field(min_length=1, max_length=200)
+    aggregator: str = Field(default="", max_length=200)
+    export_kw: float = Field(default=0.0, ge=0, le=1e7)
+    import_kw: float = Field(default=0.0, ge=0, le=1e7)
+    storage_kwh: float = Field(default=0.0, ge=0, le=1e7)
+    control: DerControlBody = Field(default_factory=DerControlBody)
+    agreement: DerAgreementBody = Field(default_factory=DerAgreementBody)
+
+
+class DerAssetUpdate(_Strict):
+    """An asset's data replaced, with the version the editor read."""
+
+    version: int = Field(ge=1)
+    asset: DerAssetBody
+
+
+class DerRequestCreate(_Strict):
+    """A connection request received for a registered asset (``received_at`` defaults to now)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    asset_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    received_at: AwareDatetime | None = None
+
+
+class DerRequestMove(_Strict):
+    """A connection request moved along its state machine, with the version the caller read."""
+
+    version: int = Field(ge=1)
+    to: str = Field(pattern="^(studied|offered|accepted|connected|withdrawn|rejected)$")
+    note: str = Field(default="", max_length=1000)

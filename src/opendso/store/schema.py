@@ -7,8 +7,8 @@ integer division and batch writes stay cheap. The API converts to and from timez
 The migrations under ``migrations/versions`` create exactly these tables; a test checks that
 they agree. Importing this module registers the security tables (:mod:`opendso.store.security_schema`),
 the switching tables (:mod:`opendso.store.switching_schema`) and the outage tables
-(:mod:`opendso.store.outage_schema`) and the switching plans (:mod:`opendso.store.plan_schema`)
-too, so :data:`metadata` here holds every table of the database.
+(:mod:`opendso.store.outage_schema`), the switching plans (:mod:`opendso.store.plan_schema`)
+and the DER registry (:mod:`opendso.store.der_schema`) too, so :data:`metadata` here holds every table of the database.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from opendso.store import der_schema as _der_schema  # noqa: F401  (registers DER assets, requests)
 from opendso.store import outage_schema as _outage_schema  # noqa: F401  (registers outages, steps, loads, calls)
 from opendso.store import plan_schema as _plan_schema  # noqa: F401  (registers switching plans)
 from opendso.store import security_schema as _security_schema  # noqa: F401  (registers users, sessions, audit)

@@ -15,6 +15,7 @@ module               resource
 :mod:`.plans`        switching plans: drafted, simulated, approved, executed step by step
 :mod:`.flisr`        FLISR proposals after trips: approve, reject; FLISR studies
 :mod:`.outages`      outages, customer calls, restoration steps, crews, ETRs, IEEE 1366 indices
+:mod:`.der`          the DER registry: assets, connection requests and the queue
 :mod:`.stream`       the WebSocket stream and the watch that closes it with its session
 :mod:`.trainer`      the simulated clock (pause, resume, speed, next scripted event)
 :mod:`.docs`         Swagger UI and its assets
@@ -49,6 +50,7 @@ from opendso.service.routes import (
     alarms,
     audit,
     auth,
+    der,
     docs,
     events,
     flisr,
@@ -77,6 +79,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     plans.router,
     flisr.router,
     outages.router,
+    der.router,
     stream.router,
     trainer.router,
     docs.router,

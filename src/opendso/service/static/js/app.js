@@ -10,6 +10,7 @@ import { NetworkView } from "./network.js";
 import { DiagramView } from "./diagram.js";
 import { initOperationsPages } from "./operations.js";
 import { initOutagePages } from "./outagepages.js";
+import { initDerPage } from "./derpages.js";
 import { openSwitchingDialog, setupSwitchingDialog } from "./switching.js";
 import { clockName, fmtMs, fmtTime, fmtWall, nowMs, setTimeBase, simulating, timeBase, timeTitle } from "./time.js";
 import { Trend } from "./trend.js";
@@ -38,6 +39,7 @@ let lastStatus = null;
 let lastState = null; // the latest state: the diagram takes it when it first opens
 let operations = null; // the Switching, FLISR and Plans pages (operations.js)
 let outagePages = null; // the Outages and Reliability pages (outagepages.js)
+let derPage = null; // the DER registry and connection queue (derpages.js)
 let switchIds = new Map(); // switch name -> id
 // state-change-to-screen latency: server publish time (epoch s) of states not yet drawn, and samples (ms)
 const latency = { pending: [], samples: [] };
@@ -209,6 +211,7 @@ async function enter(me) {
   setupSwitchingDialog({ canWrite, switchInfo, onChanged: () => { if (!$("page-switching").hidden) operations?.loadSwitching(); diagram?.loadTags?.(); } });
   operations ??= initOperationsPages({ canWrite, canConfigure, guarded, openSwitch: (name) => openSwitchingDialog(name), switchNames: () => [...switchIds.keys()] });
   outagePages ??= initOutagePages({ canWrite, guarded });
+  derPage ??= initDerPage({ canConfigure, guarded });
   showPage("network");
   network ??= new NetworkView($("network-canvas"), { onSelect: (hit) => selectElement(hit?.id ?? null), onHover: showTip });
   $("network-canvas").addEventListener("firstdraw", () => { timing.firstDraw = performance.now(); }, { once: true });
@@ -324,6 +327,7 @@ function showPage(page) {
   if (page === "plans") operations?.loadPlans();
   if (page === "outages") outagePages?.loadOutages();
   if (page === "reliability") outagePages?.loadReliability();
+  if (page === "der") derPage?.load();
 }
 
 document.querySelectorAll(".tabs [role=tab]").forEach((tab) => tab.addEventListener("click", () => showPage(tab.dataset.page)));
@@ -337,7 +341,7 @@ function typingIn(el) {
 document.addEventListener("keydown", (e) => {
   const typing = typingIn(document.activeElement);
   if (typing || e.ctrlKey || e.metaKey || e.altKey || $("app-view").hidden || document.querySelector("dialog[open]")) return;
-  const pages = { 1: "network", 2: "alarms", 3: "log", 4: "audit", 5: "users", 6: "diagram", 7: "switching", 8: "flisr", 9: "plans", o: "outages", r: "reliability" };
+  const pages = { 1: "network", 2: "alarms", 3: "log", 4: "audit", 5: "users", 6: "diagram", 7: "switching", 8: "flisr", 9: "plans", o: "outages", r: "reliability", d: "der" };
   if (pages[e.key] && !$(`tab-${pages[e.key]}`).hidden) { showPage(pages[e.key]); e.preventDefault(); }
 });
 $("alarm-banner-go").addEventListener("click", () => showPage("alarms"));

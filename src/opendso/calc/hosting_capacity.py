@@ -1,0 +1,558 @@
+"""Time-series hosting capacity: the largest extra generation and load per node over the profiles' steps.
+
+For every node, the largest extra generation and the largest extra load (added at the node at
+unity power factor) such that every step of the first ``steps`` steps of the grid's profiles
+keeps the voltage of every energised node within ``u_min_pu .. u_max_pu`` and the loading of every
+branch at or below ``loading_max`` (as power-grid-model reports it: power-based for
+transformers): a quasi-static time-series (QSTS) hosting capacity, every limit judged at every
+step rather than on a few worst-case snapshots as in streamlined screening methods.
+
+How it is computed, vectorised:
+
+- one *probe* ``sym_load`` (constant power, p = q = 0) is added at each studied node of a chunk;
+  generation is a negative probe load;
+- a candidate size for each node of the chunk is judged in one power-grid-model batch call whose
+  scenarios are (node, step) pairs: every scenario carries the profile update of its step and the
+  probe powers (only its node's probe non-zero), so the admittance matrix is factorised once and
+  the update stays independent of the scenario (power-grid-model reuses its topology);
+- the size is bracketed by growing it (x4) from a first guess set by the node's voltage level,
+  then bisected until the bracket is narrower than 1 % of the feasible size or 10 kW, whichever
+  is larger. The rounds judge each node on a few *screened* steps only (the base case's highest
+  and lowest voltages and highest loadings): a size infeasible there is infeasible; the size
+  found is then checked at every step in one batch (chunked over steps, a node leaving at its
+  first violating chunk). A step that fails joins the node's screened set and the bisection
+  resumes between the last size checked at every step and the failed one. So the answer is
+  always feasible at every step, and the screening changes only the time;
+- a scenario the power flow does not solve (iterative current, then Newton-Raphson) counts as a
+  voltage limit at the probed node (voltage collapse).
+
+The binding limit reported is the worst violation (voltage in p.u. beyond the band, loading
+beyond ``loading_max``) at the smallest infeasible size found, among the steps judged at that
+size; its step is the index in the profiles. A node whose base case already violates a limit has a
+hosting capacity of 0 with that violation as its limit. Every node's answer depends only on its
+own rounds, so splitting the nodes into chunks (and chunks across Dask workers,
+:mod:`opendso.calc.hc_dask`) gives identical results.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+from power_grid_model import CalculationMethod, LoadGenType, PowerGridModel, initialize_array
+from power_grid_model.errors import PowerGridError
+
+from opendso.calc.timeseries import LOADING_COMPONENTS, ViolationLimits
+from opendso.errors import CalculationError, InputError
+from opendso.grid.model import Grid
+
+__all__ = [
+    "HostingCapacityResult",
+    "HostingLimit",
+    "NodeHostingCapacity",
+    "hosting_capacity",
+    "study_nodes",
+]
+
+#: Accuracy: the bracket is closed to this fraction of the feasible size ...
+ACCURACY_FRACTION = 0.01
+#: ... or to this many MW, whichever is larger.
+ACCURACY_MW = 0.01
+#: Sizes above this are not searched (the node is reported at the cap with no binding limit).
+MAX_MW = 2000.0
+#: Output and update data per batch call are kept near this many bytes.
+BATCH_BYTES = 48e6
+#: Steps per batch call are chosen so that this many nodes fit in ``BATCH_BYTES``.
+STEP_CHUNK_NODES = 16
+#: Steps screened first per node and limit kind (the base case's closest to the limit).
+SCREEN_STEPS = 4
+#: Violating steps added to a node's screened set when a full check fails.
+ADD_STEPS = 4
+
+Direction = Literal["generation", "load"]
+LimitKind = Literal["voltage", "thermal"]
+
+
+@dataclass(frozen=True)
+class HostingLimit:
+    """The limit that binds: ``kind`` (voltage or thermal), the element's name and the profile step."""
+
+    kind: LimitKind
+    element: str
+    step: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the limit as a JSON-ready dict."""
+        return {"kind": self.kind, "element": self.element, "step": self.step}
+
+
+@dataclass(frozen=True)
+class NodeHostingCapacity:
+    """Hosting capacity of one node: extra generation and extra load in MW, each with its binding limit."""
+
+    node: str
+    node_id: int
+    generation_mw: float
+    load_mw: float
+    generation_limit: HostingLimit | None
+    load_limit: HostingLimit | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the node's record of the CLI's JSON contract."""
+        return {
+            "node": self.node,
+            "generation_mw": self.generation_mw,
+            "load_mw": self.load_mw,
+            "generation_limit": None if self.generation_limit is None else self.generation_limit.to_dict(),
+            "load_limit": None if self.load_limit is None else self.load_limit.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class HostingCapacityResult:
+    """Hosting capacity of the studied nodes over the first ``steps`` steps of the grid's profiles."""
+
+    grid: str
+    steps: int
+    nodes: tuple[NodeHostingCapacity, ...]
+    limits: ViolationLimits
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"grid", "steps", "nodes": [...]}``, the JSON object of ``opendso hosting-capacity``."""
+        return {"grid": self.grid, "steps": self.steps, "nodes": [n.to_dict() for n in self.nodes]}
+
+
+def resolve_nodes(grid: Grid, names: Sequence[str] | None) -> npt.NDArray[np.int64]:
+    """Return the ids of the nodes to study: the named ones, else every energised node without a source.
+
+    A node with a source (or joined to one by closed links) is the model's boundary: the source
+    takes whatever is added there, so it is not studied. Raises
+    :class:`~opendso.errors.InputError` naming every unknown, de-energised or source node, and
+    when the grid has no time profiles.
+    """
+    from opendso.grid.topology import analyse_topology
+
+    if grid.profiles is None or grid.profiles.steps == 0:
+        raise InputError(f"{grid.name}: the grid has no time profiles")
+    node_names = grid.names_of("node")
+    ids = grid.component("node")["id"].astype(np.int64)
+    topology = analyse_topology(grid)
+    # a node with a source is the boundary of the model: the source absorbs whatever is added there
+    source_node = np.isin(ids, _source_busbar(grid))
+    if not names:
+        return ids[topology.node_energised & ~source_node]
+    by_name = {str(n): i for i, n in enumerate(node_names)}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise InputError(f"{grid.name}: unknown node(s): {', '.join(unknown)}")
+    rows = np.array([by_name[n] for n in names], dtype=np.int64)
+    dead = [names[k] for k, r in enumerate(rows) if not topology.node_energised[r]]
+    if dead:
+        raise InputError(f"{grid.name}: node(s) not energised: {', '.join(dead)}")
+    boundary = [names[k] for k, r in enumerate(rows) if source_node[r]]
+    if boundary:
+        raise InputError(
+            f"{grid.name}: node(s) with a source (the model's boundary, not studied): {', '.join(boundary)}"
+        )
+    return ids[rows]
+
+
+def _source_busbar(grid: Grid) -> npt.NDArray[np.int64]:
+    """Ids of the nodes with a source and of the nodes joined to them by closed links (one busbar)."""
+    found = set(grid.component("source")["node"].astype(np.int64).tolist())
+    links = grid.component("link")
+    closed = links[(links["from_status"] == 1) & (links["to_status"] == 1)]
+    grew = True
+    while grew:
+        grew = False
+        for a, b in zip(closed["from_node"].tolist(), closed["to_node"].tolist(), strict=True):
+            if (a in found) != (b in found):
+                found.update((a, b))
+                grew = True
+    return np.array(sorted(found), dtype=np.int64)
+
+
+def check_steps(grid: Grid, steps: int | None) -> int:
+    """Return the number of profile steps to study (all when ``steps`` is None), refusing bad values."""
+    if grid.profiles is None or grid.profiles.steps == 0:
+        raise InputError(f"{grid.name}: the grid has no time profiles")
+    if steps is None:
+        return grid.profiles.steps
+    if steps <= 0:
+        raise InputError(f"--steps {steps}: must be positive")
+    return min(int(steps), grid.profiles.steps)
+
+
+def hosting_capacity(
+    grid: Grid,
+    *,
+    nodes: Sequence[str] | None = None,
+    steps: int | None = None,
+    limits: ViolationLimits | None = None,
+    chunk_nodes: int = 16,
+    threading: int = 0,
+) -> HostingCapacityResult:
+    """Return the hosting capacity of ``nodes`` (names; every energised node when None), in this process.
+
+    See the module docstring for the method; :func:`opendso.calc.hc_dask.run_hosting_capacity`
+    does the same study split across Dask workers.
+    """
+    limits = limits or ViolationLimits()
+    n_steps = check_steps(grid, steps)
+    ids = resolve_nodes(grid, nodes)
+    out: list[NodeHostingCapacity] = []
+    for start in range(0, ids.size, chunk_nodes):
+        out.extend(study_nodes(grid, ids[start : start + chunk_nodes], n_steps, limits, threading=threading))
+    return HostingCapacityResult(grid=grid.name, steps=n_steps, nodes=tuple(out), limits=limits)
+
+
+def study_nodes(
+    grid: Grid,
+    node_ids: npt.ArrayLike,
+    steps: int,
+    limits: ViolationLimits,
+    *,
+    threading: int = 0,
+) -> list[NodeHostingCapacity]:
+    """Return the hosting capacity of a chunk of nodes (ids) over the first ``steps`` steps, in their order."""
+    ids = np.asarray(node_ids, dtype=np.int64)
+    if ids.size == 0:
+        return []
+    study = _Study(grid, ids, steps, limits, threading)
+    base_ok, base_limit = study.base_case()
+    gen_mw, gen_limit = study.search(-1.0, base_ok, base_limit)
+    load_mw, load_limit = study.search(1.0, base_ok, base_limit)
+    names = grid.names_of("node")[grid.node_positions(ids)]
+    return [
+        NodeHostingCapacity(
+            node=str(names[k]),
+            node_id=int(ids[k]),
+            generation_mw=gen_mw[k],
+            load_mw=load_mw[k],
+            generation_limit=gen_limit[k],
+            load_limit=load_limit[k],
+        )
+        for k in range(ids.size)
+    ]
+
+
+class _Study:
+    """The batch power flows of one chunk of nodes: the model with a probe load at each node."""
+
+    def __init__(self, grid: Grid, ids: npt.NDArray[np.int64], steps: int, limits: ViolationLimits, threading: int):
+        if grid.profiles is None:
+            raise InputError(f"{grid.name}: the grid has no time profiles")
+        self.grid = grid
+        self.profiles = grid.profiles
+        self.steps = steps
+        self.limits = limits
+        self.threading = threading
+        self.node_ids = ids
+        data = grid.pgm_input()
+        probes = initialize_array("input", "sym_load", ids.size)
+        probes["id"] = np.arange(grid.max_id + 1, grid.max_id + 1 + ids.size)
+        probes["node"] = ids
+        probes["status"] = 1
+        probes["type"] = LoadGenType.const_power
+        probes["p_specified"] = 0.0
+        probes["q_specified"] = 0.0
+        self.probe_ids = probes["id"].astype(np.int32)
+        base_loads = data.get("sym_load", initialize_array("input", "sym_load", 0))
+        data["sym_load"] = np.concatenate([base_loads, probes])
+        self.model = PowerGridModel(data, system_frequency=grid.frequency_hz)
+        self.node_rows = grid.node_positions(ids)
+        node = grid.component("node")
+        self.u_rated = node["u_rated"][self.node_rows]
+        self.node_names = grid.names_of("node")
+        self.branches = [c for c in LOADING_COMPONENTS if grid.count(c)]
+        self.branch_names = np.concatenate(
+            [grid.names_of(c).astype(object) for c in self.branches] or [np.zeros(0, object)]
+        )
+        self.wanted: dict[str, Any] = {"node": ["u_pu", "energized"]}
+        self.wanted.update({c: ["loading"] for c in self.branches})
+        per_scenario = 9 * grid.count("node") + 8 * sum(grid.count(c) for c in self.branches)
+        per_scenario += 12 * (sum(a.ids.size for a in self.profiles.assignments) + 2 * ids.size)
+        self.step_chunk = int(max(16, BATCH_BYTES // max(per_scenario, 1) // STEP_CHUNK_NODES))
+
+    # -- batch power flows over (node, step) scenarios -----------------------------------------------
+    def run_pairs(
+        self, rows: npt.NDArray[np.int64], steps: npt.NDArray[np.int64], p_w: npt.NDArray[np.float64]
+    ) -> _Outcome:
+        """Solve one scenario per (probe row, profile step, probe power in W, + load); judge each one."""
+        n = rows.size
+        outcome = _Outcome.empty(n)
+        chunk = self.step_chunk * STEP_CHUNK_NODES
+        for start in range(0, n, chunk):
+            sl = slice(start, min(start + chunk, n))
+            self._run_chunk(rows[sl], steps[sl], p_w[sl], outcome, sl)
+        return outcome
+
+    def _run_chunk(
+        self,
+        rows: npt.NDArray[np.int64],
+        steps: npt.NDArray[np.int64],
+        p_w: npt.NDArray[np.float64],
+        outcome: _Outcome,
+        sl: slice,
+    ) -> None:
+        m = rows.size
+        values = self.profiles.values[steps]
+        batch: dict[str, dict[str, np.ndarray]] = {}
+        for a in self.profiles.assignments:
+            columns = batch.setdefault(a.component, {})
+            columns.setdefault("id", np.broadcast_to(a.ids, (m, a.ids.size)))
+            columns[a.attribute] = a.evaluate(values)
+        probe_p = np.zeros((m, self.probe_ids.size))
+        probe_p[np.arange(m), rows] = p_w
+        probe_ids = np.broadcast_to(self.probe_ids, probe_p.shape)
+        loads = batch.get("sym_load")
+        if loads is None:
+            batch["sym_load"] = {"id": np.ascontiguousarray(probe_ids), "p_specified": probe_p}
+        else:
+            width = loads["id"].shape[1]
+            loads["id"] = np.concatenate([loads["id"], probe_ids], axis=1)
+            loads["p_specified"] = np.concatenate(
+                [loads.get("p_specified", np.full((m, width), np.nan)), probe_p], axis=1
+            )
+            if "q_specified" in loads:
+                loads["q_specified"] = np.concatenate([loads["q_specified"], np.zeros_like(probe_p)], axis=1)
+        for columns in batch.values():
+            columns["id"] = np.ascontiguousarray(columns["id"])
+        out, failed = self._calculate(batch)
+        u = out["node"]["u_pu"]
+        energised = out["node"]["energized"].astype(bool)
+        with np.errstate(invalid="ignore"):
+            excess_u = np.where(energised, np.maximum(self.limits.u_min_pu - u, u - self.limits.u_max_pu), -np.inf)
+            live_u = np.where(energised, u, np.nan)
+        worst_node = np.argmax(excess_u, axis=1)
+        sev_u = excess_u[np.arange(m), worst_node]
+        if self.branches:
+            loading = np.nan_to_num(np.concatenate([out[c]["loading"] for c in self.branches], axis=1), nan=-np.inf)
+            worst_branch = np.argmax(loading, axis=1)
+            max_loading = loading[np.arange(m), worst_branch]
+        else:
+            worst_branch = np.zeros(m, dtype=np.int64)
+            max_loading = np.full(m, -np.inf)
+        sev_l = max_loading - self.limits.loading_max
+        voltage = sev_u >= sev_l
+        outcome.severity[sl] = np.maximum(sev_u, sev_l)
+        outcome.voltage[sl] = voltage
+        outcome.element[sl] = np.where(voltage, worst_node, worst_branch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            outcome.u_min[sl] = np.nanmin(live_u, axis=1)
+            outcome.u_max[sl] = np.nanmax(live_u, axis=1)
+        outcome.max_loading[sl] = max_loading
+        if failed:
+            idx = np.arange(sl.start, sl.stop)[failed]
+            outcome.severity[idx] = np.inf
+            outcome.voltage[idx] = True
+            outcome.element[idx] = self.node_rows[rows[failed]]
+            outcome.u_min[idx] = np.nan
+            outcome.u_max[idx] = np.nan
+
+    def limit_of(self, outcome: _Outcome, k: int, steps: npt.NDArray[np.int64]) -> HostingLimit:
+        """The violation of scenario ``k`` (at profile step ``steps[k]``) as a :class:`HostingLimit`."""
+        if outcome.voltage[k]:
+            return HostingLimit("voltage", str(self.node_names[outcome.element[k]]), int(steps[k]))
+        return HostingLimit("thermal", str(self.branch_names[outcome.element[k]]), int(steps[k]))
+
+    def judge_all(
+        self, rows: npt.NDArray[np.int64], p_w: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.bool_], list[HostingLimit | None], list[npt.NDArray[np.int64]]]:
+        """Judge each row's size at every step (chunked, a row leaving at its first violating chunk).
+
+        Returns feasibility, the worst violation, and the violating steps (worst first, at most
+        ``ADD_STEPS``) of every row.
+        """
+        feasible = np.ones(rows.size, dtype=bool)
+        found: list[HostingLimit | None] = [None] * rows.size
+        violating: list[npt.NDArray[np.int64]] = [np.zeros(0, dtype=np.int64)] * rows.size
+        open_ = np.arange(rows.size)
+        for start in range(0, self.steps, self.step_chunk):
+            if open_.size == 0:
+                break
+            steps = np.arange(start, min(start + self.step_chunk, self.steps), dtype=np.int64)
+            s = steps.size
+            outcome = self.run_pairs(np.repeat(rows[open_], s), np.tile(steps, open_.size), np.repeat(p_w[open_], s))
+            still = np.ones(open_.size, dtype=bool)
+            for j, k in enumerate(open_):
+                sev = outcome.severity[j * s : (j + 1) * s]
+                if (sev <= 0).all():
+                    continue
+                still[j] = False
+                feasible[k] = False
+                order = np.argsort(-sev, kind="stable")
+                order = order[sev[order] > 0][:ADD_STEPS]
+                violating[k] = steps[order]
+                found[k] = self.limit_of(outcome, j * s + int(order[0]), np.tile(steps, open_.size))
+            open_ = open_[still]
+        return feasible, found, violating
+
+    def judge_subset(
+        self, rows: npt.NDArray[np.int64], p_w: npt.NDArray[np.float64], subsets: Sequence[npt.NDArray[np.int64]]
+    ) -> tuple[npt.NDArray[np.bool_], list[HostingLimit | None]]:
+        """Judge each row's size at its own steps only (``subsets[j]`` for ``rows[j]``), in one batch."""
+        sizes = np.array([s.size for s in subsets], dtype=np.int64)
+        steps = np.concatenate(list(subsets)) if len(subsets) else np.zeros(0, dtype=np.int64)
+        outcome = self.run_pairs(np.repeat(rows, sizes), steps, np.repeat(p_w, sizes))
+        feasible = np.ones(rows.size, dtype=bool)
+        found: list[HostingLimit | None] = [None] * rows.size
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        for j in range(rows.size):
+            sev = outcome.severity[offsets[j] : offsets[j + 1]]
+            if sev.size and sev.max() > 0:
+                feasible[j] = False
+                found[j] = self.limit_of(outcome, int(offsets[j] + np.argmax(sev)), steps)
+        return feasible, found
+
+    def _calculate(self, batch: dict[str, dict[str, np.ndarray]]) -> tuple[dict[str, Any], list[int]]:
+        """One batch call (iterative current, failed scenarios again with Newton-Raphson)."""
+        out, failed = self._call(batch, CalculationMethod.iterative_current)
+        if failed:
+            idx = np.array(failed, dtype=np.int64)
+            sub = {c: {name: v[idx] for name, v in cols.items()} for c, cols in batch.items()}
+            again, still = self._call(sub, CalculationMethod.newton_raphson)
+            solved = np.ones(idx.size, dtype=bool)
+            solved[still] = False
+            for c in out:
+                for attr in out[c]:
+                    out[c][attr][idx[solved]] = again[c][attr][solved]
+            failed = [int(idx[s]) for s in still]
+        return out, failed
+
+    def _call(
+        self, batch: dict[str, dict[str, np.ndarray]], method: CalculationMethod
+    ) -> tuple[dict[str, Any], list[int]]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = self.model.calculate_power_flow(
+                    symmetric=True,
+                    calculation_method=method,
+                    update_data=cast(Any, batch),
+                    threading=self.threading,
+                    error_tolerance=1e-8,
+                    max_iterations=30,
+                    output_component_types=cast(Any, self.wanted),
+                    continue_on_batch_error=True,
+                )
+        except PowerGridError as exc:
+            raise CalculationError(f"{self.grid.name}: hosting capacity: {type(exc).__name__}: {exc}") from exc
+        error = self.model.batch_error
+        failed = [] if error is None else sorted(int(s) for s in error.failed_scenarios)
+        return cast(dict[str, Any], out), failed
+
+    # -- the search ------------------------------------------------------------------------------
+    def base_case(self) -> tuple[bool, HostingLimit | None]:
+        """Solve the profiles without extra power at every step; keep each step's extremes for screening."""
+        steps = np.arange(self.steps, dtype=np.int64)
+        outcome = self.run_pairs(np.zeros(self.steps, dtype=np.int64), steps, np.zeros(self.steps))
+        self.base = outcome
+        bad = outcome.severity > 0
+        if not bad.any():
+            return True, None
+        return False, self.limit_of(outcome, int(np.argmax(outcome.severity)), steps)
+
+    def critical_steps(self, sign: float) -> npt.NDArray[np.int64]:
+        """The steps screened first: where the base case is closest to the limit extra power pushes towards."""
+        voltage = -self.base.u_max if sign < 0 else self.base.u_min
+        ranked = [np.argsort(np.nan_to_num(voltage, nan=np.inf), kind="stable")[:SCREEN_STEPS]]
+        ranked.append(np.argsort(-self.base.max_loading, kind="stable")[:SCREEN_STEPS])
+        return np.unique(np.concatenate(ranked)).astype(np.int64)
+
+    def search(
+        self, sign: float, base_ok: bool, base_limit: HostingLimit | None
+    ) -> tuple[list[float], list[HostingLimit | None]]:
+        """Find each node's largest feasible size (MW); ``sign`` -1 for generation, +1 for load.
+
+        Active set: bracket and bisect on a few screened steps per node (cheap batches), then check
+        the size found at every step; a step that violates joins the node's set and the bisection
+        resumes below it. The answer is always checked at every step, so the screening changes
+        only the time, never the result's validity.
+        """
+        k = self.node_ids.size
+        if not base_ok:
+            return [0.0] * k, [base_limit] * k
+        screened = self.critical_steps(sign)
+        subsets = [screened.copy() for _ in range(k)]
+        verified = np.zeros(k)  # feasible at every step
+        lo = np.zeros(k)
+        hi = np.where(self.u_rated < 1000.0, 0.25, 4.0)
+        hi_limit: list[HostingLimit | None] = [None] * k
+        bracketed = np.zeros(k, dtype=bool)
+        done = np.zeros(k, dtype=bool)
+        while not done.all():
+            # bracket on the screened steps
+            while True:
+                rows = np.flatnonzero(~done & ~bracketed & (hi <= MAX_MW))
+                if rows.size == 0:
+                    break
+                ok, limit = self.judge_subset(rows, sign * hi[rows] * 1e6, [subsets[r] for r in rows])
+                for j, r in enumerate(rows):
+                    if ok[j]:
+                        lo[r] = hi[r]
+                        hi[r] *= 4.0
+                    else:
+                        bracketed[r] = True
+                        hi_limit[r] = limit[j]
+            capped = ~done & ~bracketed
+            lo[capped] = MAX_MW
+            # bisect on the screened steps
+            while True:
+                width = hi - lo
+                rows = np.flatnonzero(~done & bracketed & (width > np.maximum(ACCURACY_FRACTION * lo, ACCURACY_MW)))
+                if rows.size == 0:
+                    break
+                mid = 0.5 * (lo[rows] + hi[rows])
+                ok, limit = self.judge_subset(rows, sign * mid * 1e6, [subsets[r] for r in rows])
+                for j, r in enumerate(rows):
+                    if ok[j]:
+                        lo[r] = mid[j]
+                    else:
+                        hi[r] = mid[j]
+                        hi_limit[r] = limit[j]
+            # check at every step
+            rows = np.flatnonzero(~done)
+            check = rows[lo[rows] > verified[rows]]
+            done[rows[lo[rows] <= verified[rows]]] = True
+            if check.size == 0:
+                continue
+            ok, limit, violating = self.judge_all(check, sign * lo[check] * 1e6)
+            for j, r in enumerate(check):
+                if ok[j]:
+                    done[r] = True
+                    continue
+                subsets[r] = np.union1d(subsets[r], violating[j])
+                hi[r], hi_limit[r] = lo[r], limit[j]
+                bracketed[r] = True
+                lo[r] = verified[r]
+            verified[check[ok]] = lo[check[ok]]
+        return [float(round(x, 6)) for x in lo], hi_limit
+
+
+@dataclass
+class _Outcome:
+    """Per scenario: the worst violation (severity > 0 violates; inf when not solved) and the extremes."""
+
+    severity: npt.NDArray[np.float64]
+    voltage: npt.NDArray[np.bool_]
+    element: npt.NDArray[np.int64]
+    u_min: npt.NDArray[np.float64]
+    u_max: npt.NDArray[np.float64]
+    max_loading: npt.NDArray[np.float64]
+
+    @classmethod
+    def empty(cls, n: int) -> _Outcome:
+        return cls(
+            severity=np.full(n, -np.inf),
+            voltage=np.zeros(n, dtype=bool),
+            element=np.zeros(n, dtype=np.int64),
+            u_min=np.full(n, np.nan),
+            u_max=np.full(n, np.nan),
+            max_loading=np.full(n, -np.inf),
+        )
