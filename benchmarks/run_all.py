@@ -55,6 +55,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bench_hosting.py",
         "time-series hosting capacity on Dask (1, 2, 4 workers) beside a pandapower loop",
     ),
+    "vvo": (
+        "bench_vvo.py",
+        "Volt/VAR optimisation (taps, DER Q; HiGHS) on SimBench MV grids beside a brute-force tap search",
+    ),
     "login_flood": (
         "bench_login_flood.py",
         "200 concurrent logins against opendso run: status latency, cycle time and memory, idle vs flood",

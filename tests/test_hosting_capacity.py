@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import geojson
 import numpy as np
 import pandapower as pp
 import pytest
@@ -216,3 +217,51 @@ def test_runs_on_a_scheduler_given_by_address(grid: Grid) -> None:
         assert cluster.scheduler_address.startswith("inproc://")
     local = hosting_capacity(grid, nodes=names, steps=4)
     assert remote.to_dict() == local.to_dict()
+
+
+def _check_feature_collection(payload: dict[str, Any], nodes: list[str]) -> None:
+    assert payload["type"] == "FeatureCollection"
+    assert [f["properties"]["node"] for f in payload["features"]] == nodes
+    for feature in payload["features"]:
+        assert feature["type"] == "Feature"
+        assert feature["geometry"]["type"] == "Point"
+        x, y = feature["geometry"]["coordinates"]
+        assert np.isfinite([x, y]).all()
+        props = feature["properties"]
+        assert {"node", "generation_mw", "load_mw", "generation_limit", "load_limit", "steps"} <= set(props)
+
+
+def test_geojson_export_of_a_geographic_grid(capsys: pytest.CaptureFixture[str], grid: Grid, tmp_path: Path) -> None:
+    nodes = [str(grid.names_of("node")[3]), str(grid.names_of("node")[7])]
+    path = tmp_path / "hc.geojson"
+    argv = ["hosting-capacity", LV, "--node", nodes[0], "--node", nodes[1], "--steps", "4", "--workers", "1"]
+    assert main([*argv, "--quiet", "--json", "--geojson", str(path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    payload = json.loads(path.read_text())
+    _check_feature_collection(payload, nodes)
+    assert payload["geographic"] is True
+    rows = [int(np.flatnonzero(grid.names_of("node") == n)[0]) for n in nodes]
+    for feature, row, record in zip(payload["features"], rows, printed["nodes"], strict=True):
+        lon, lat = feature["geometry"]["coordinates"]
+        # RFC 7946 section 3.1.1: [longitude, latitude]; SimBench's rural LV grid lies in northern Germany
+        assert (lon, lat) == pytest.approx(tuple(grid.node_xy[row]))
+        assert 5 < lon < 16
+        assert 47 < lat < 56
+        assert "coordinates" not in feature["properties"]
+        assert feature["properties"]["generation_mw"] == record["generation_mw"]
+    parsed = geojson.loads(path.read_text())
+    assert parsed.is_valid, parsed.errors()
+
+
+def test_geojson_of_a_grid_without_geography_is_schematic(grid: Grid) -> None:
+    from dataclasses import replace
+
+    from opendso.calc.hosting_capacity import hosting_geojson
+
+    flat = replace(grid, node_xy=np.full((grid.count("node"), 2), np.nan))
+    nodes = [str(grid.names_of("node")[3])]
+    result = hosting_capacity(flat, nodes=nodes, steps=2)
+    payload = hosting_geojson(flat, result)
+    _check_feature_collection(payload, nodes)
+    assert payload["geographic"] is False
+    assert payload["features"][0]["properties"]["coordinates"] == "schematic"

@@ -55,6 +55,7 @@ __all__ = [
     "HostingLimit",
     "NodeHostingCapacity",
     "hosting_capacity",
+    "hosting_geojson",
     "study_nodes",
 ]
 
@@ -124,6 +125,45 @@ class HostingCapacityResult:
     def to_dict(self) -> dict[str, Any]:
         """Return ``{"grid", "steps", "nodes": [...]}``, the JSON object of ``opendso hosting-capacity``."""
         return {"grid": self.grid, "steps": self.steps, "nodes": [n.to_dict() for n in self.nodes]}
+
+
+def hosting_geojson(grid: Grid, result: HostingCapacityResult) -> dict[str, Any]:
+    """Return the study as a GeoJSON FeatureCollection (RFC 7946) of Points at the studied nodes.
+
+    Each feature's properties are the node's record of the JSON contract (``node``,
+    ``generation_mw``, ``load_mw``, ``generation_limit``, ``load_limit``) with ``steps``. When every
+    node has coordinates within longitude -180..180 and latitude -90..90 the grid is taken as
+    geographic and the coordinates are ``[lon, lat]`` (WGS 84, RFC 7946 section 3.1.1); otherwise
+    they are the schematic layout's x/y (:func:`opendso.grid.layout.schematic_layout`) and every
+    feature says so (``"coordinates": "schematic"``), since such a file is GeoJSON in form only.
+    """
+    xy = np.asarray(grid.node_xy, dtype=float)
+    n = grid.count("node")
+    geographic = bool(
+        xy.shape == (n, 2)
+        and n
+        and np.isfinite(xy).all()
+        and (np.abs(xy[:, 0]) <= 180.0).all()
+        and (np.abs(xy[:, 1]) <= 90.0).all()
+    )
+    if not geographic:
+        from opendso.grid.layout import schematic_layout
+
+        xy = schematic_layout(grid)
+    rows = grid.node_positions([r.node_id for r in result.nodes]) if result.nodes else np.zeros(0, dtype=np.int64)
+    features = []
+    for record, row in zip(result.nodes, rows.tolist(), strict=True):
+        properties = {**record.to_dict(), "steps": result.steps}
+        if not geographic:
+            properties["coordinates"] = "schematic"
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [float(xy[row, 0]), float(xy[row, 1])]},
+                "properties": properties,
+            }
+        )
+    return {"type": "FeatureCollection", "name": result.grid, "geographic": geographic, "features": features}
 
 
 def resolve_nodes(grid: Grid, names: Sequence[str] | None) -> npt.NDArray[np.int64]:

@@ -29,6 +29,7 @@ from opendso.cli import (
     run,
     trainer,
     users,
+    vvo,
 )
 from opendso.errors import InputError, OpenDSOError
 from opendso.settings import Settings, get_settings
@@ -36,7 +37,7 @@ from opendso.settings import Settings, get_settings
 __all__ = ["build_parser", "main"]
 
 #: The command groups, in the order ``opendso --help`` lists them.
-GROUPS = (grid, calc, hosting, realtime, history, reliability, outages, der, flisr, users, audit, run, trainer)
+GROUPS = (grid, calc, hosting, vvo, realtime, history, reliability, outages, der, flisr, users, audit, run, trainer)
 
 
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:

@@ -4,7 +4,9 @@
 its connection request when it has one), checks every row against the grid's node names and the
 ids already stored, and stores it all in one transaction; a malformed file exits 2 naming the
 file and, for every problem, the row and the field, and nothing is stored. ``list`` prints the
-assets, ``queue`` the connection queue (received time order, with positions). All take
+assets, ``queue`` the connection queue (received time order, with positions), ``study REQUEST_ID
+--grid SRC [--steps N]`` the connection study of :mod:`opendso.der.studies` (an unknown request
+exits 2). All take
 ``--data-dir`` / ``--database-url`` as every command that opens the database.
 """
 
@@ -17,7 +19,7 @@ from opendso.cli._common import Subparsers, emit_json, load_valid_grid
 from opendso.cli.database import add_database_arguments, cli_actor, database_of
 from opendso.settings import Settings
 
-__all__ = ["cmd_der_import", "cmd_der_list", "cmd_der_queue", "register"]
+__all__ = ["cmd_der_import", "cmd_der_list", "cmd_der_queue", "cmd_der_study", "register"]
 
 
 def cmd_der_import(args: argparse.Namespace) -> int:
@@ -109,6 +111,36 @@ def cmd_der_queue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_der_study(args: argparse.Namespace) -> int:
+    """Run ``opendso der study``: firm capacity and curtailment per principle of access for one request."""
+    from opendso.der import DerRegistry
+    from opendso.der.studies import connection_study
+    from opendso.store import Historian
+    from opendso.store.der import DerStore
+
+    grid = load_valid_grid(args.grid)
+    choice = database_of(args)
+    historian = Historian.open(choice.url, key_path=choice.key_path, must_exist=True)
+    try:
+        study = connection_study(DerRegistry(DerStore(historian.engine), grid), args.request_id, steps=args.steps)
+    finally:
+        historian.close()
+    if args.json:
+        emit_json(study.to_dict())
+        return 0
+    print(
+        f"{study.request_id} (asset {study.asset_id} at {study.node}) on {study.grid}, {study.steps} steps: "
+        f"firm export {study.firm_export_kw:g} kW of generation hosting capacity {study.firm.generation_mw * 1e3:g} kW"
+    )
+    for p in study.principles:
+        print(
+            f"  {p.principle.value:<15} request curtailed {p.request.curtailed_mwh:.3f} MWh "
+            f"({p.request.curtailed_pct:.2f} %), others {sum(o.curtailed_mwh for o in p.others):.3f} MWh, "
+            f"{'verified' if p.verified else 'NOT verified'}"
+        )
+    return 0
+
+
 def register(sub: Subparsers, settings: Settings) -> None:
     """Add ``der import``, ``der list`` and ``der queue``."""
     parser: argparse.ArgumentParser = sub.add_parser("der", help="DER registry and connection queue")
@@ -131,3 +163,12 @@ def register(sub: Subparsers, settings: Settings) -> None:
     add_database_arguments(que)
     que.add_argument("--json", action="store_true", help="print a JSON list")
     que.set_defaults(func=cmd_der_queue)
+    stu = actions.add_parser(
+        "study", help="firm capacity now and expected curtailment per principle of access for one request"
+    )
+    stu.add_argument("request_id", metavar="REQUEST_ID", help="the connection request to study")
+    stu.add_argument("--grid", required=True, help="the grid source, with profiles")
+    stu.add_argument("--steps", type=int, help="first N steps of the profiles (default: all)")
+    add_database_arguments(stu)
+    stu.add_argument("--json", action="store_true", help="print one JSON object")
+    stu.set_defaults(func=cmd_der_study)

@@ -4,13 +4,18 @@
 --loading-max 1.0] [--scheduler ADDR] [--workers N] --json`` prints one JSON object
 ``{"grid", "steps", "nodes": [{"node", "generation_mw", "load_mw", "generation_limit": {"kind",
 "element", "step"}, "load_limit": {...}}]}``. Exit 0 on success, 2 for bad input (an unknown node,
-a grid without profiles, a bad limit or address), 1 when the calculation fails.
+a grid without profiles, a bad limit or address), 1 when the calculation fails. ``--geojson FILE``
+also writes the study as a GeoJSON FeatureCollection of Points at the nodes
+(:func:`opendso.calc.hosting_capacity.hosting_geojson`: ``[lon, lat]`` on a geographic grid, else
+schematic x/y marked in the properties) for GIS.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from pathlib import Path
 
 from opendso.cli._common import Subparsers, emit_json, load_valid_grid, progress
 from opendso.errors import InputError
@@ -46,6 +51,11 @@ def cmd_hosting_capacity(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=update,
         )
+    if args.geojson:
+        from opendso.calc.hosting_capacity import hosting_geojson
+        from opendso.grid.io.atomic import write_atomically
+
+        write_atomically(Path(args.geojson), json.dumps(hosting_geojson(grid, result), indent=1) + "\n")
     if args.json:
         emit_json(result.to_dict())
         return 0
@@ -80,6 +90,7 @@ def register(sub: Subparsers, settings: Settings) -> None:
         "--scheduler", metavar="ADDR", help="Dask scheduler address (tcp://host:8786); default a LocalCluster"
     )
     p.add_argument("--workers", type=int, help="workers of the LocalCluster (default 1)")
+    p.add_argument("--geojson", metavar="FILE", help="also write the study as GeoJSON (Points at the nodes) for GIS")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_hosting_capacity)

@@ -11,6 +11,8 @@ route                                      permission  what it does
 ``GET /api/der/queue``                     view        the queue: requests received .. accepted, with
                                                        positions
 ``GET /api/der/requests/{id}/ahead``       view        the queued requests ahead of one request
+``GET /api/der/requests/{id}/study``       view        firm capacity and curtailment per principle of
+                                                       access (``steps``: first N profile steps)
 ``POST /api/der/requests``                 configure   receive a connection request for an asset
 ``POST /api/der/requests/{id}/move``       configure   move a request along its state machine
 =========================================  ==========  ==============================================
@@ -41,6 +43,7 @@ from opendso.der import (
     QueueEntry,
     RequestStatus,
 )
+from opendso.der.studies import connection_study
 from opendso.service import schemas
 from opendso.service.routes.deps import ConfigureSession, RoomDep, ViewSession, client_ip
 from opendso.store.der import DerStore
@@ -147,6 +150,17 @@ def queue(_: ViewSession, registry: RegistryDep) -> list[dict[str, Any]]:
 def ahead(request_id: str, _: ViewSession, registry: RegistryDep) -> list[dict[str, Any]]:
     """The queued requests ahead of one request; 409 for a request no longer queued."""
     return [_entry_out(registry, e) for e in registry.ahead_of(request_id)]
+
+
+@router.get("/api/der/requests/{request_id}/study")
+def study(
+    request_id: str,
+    _: ViewSession,
+    registry: RegistryDep,
+    steps: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+) -> dict[str, Any]:
+    """The connection study of one request (:mod:`opendso.der.studies`); 404 unknown, 409 no longer queued."""
+    return connection_study(registry, request_id, steps=steps).to_dict()
 
 
 # -- engineering -----------------------------------------------------------------------------------------
