@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +131,10 @@ def test_call_to_close_is_logged_and_audited(served: tuple[FastAPI, ControlRoom]
     assert report["ctaidi_min"] == pytest.approx(expected_cmi / outage["customers"])
     assert report["caifi"] == pytest.approx(1.0)
     assert report["customers_served"] == served_n
+    # the daily SAIDI series: the one day of the outage carries all of its customer minutes
+    assert report["daily_saidi"] == [
+        {"date": start_day(detail["start"]), "saidi_min": pytest.approx(expected_cmi / served_n)}
+    ]
     start = datetime.fromisoformat(detail["start"])
     ens_wh = sum(
         ld["p_w"] * (datetime.fromisoformat(ld["restored"]) - start).total_seconds() / 3600 for ld in detail["loads"]
@@ -144,6 +148,11 @@ def test_call_to_close_is_logged_and_audited(served: tuple[FastAPI, ControlRoom]
     assert kinds == expected
     assert [r.action for r in audited] == expected
     assert all(r.actor == "operator" and r.element == f"outage:{oid}" for r in audited)
+
+
+def start_day(iso: str) -> str:
+    """The UTC calendar day an ISO 8601 time falls on."""
+    return datetime.fromisoformat(iso).astimezone(UTC).date().isoformat()
 
 
 def test_hostile_requests_change_nothing(served: tuple[FastAPI, ControlRoom], grid: Grid) -> None:

@@ -43,10 +43,11 @@ from opendso.operations.outages import (
     cancel,
     close,
     confirm,
+    records_table,
     report_from_store,
     set_etr,
 )
-from opendso.operations.reliability import zone_of
+from opendso.operations.reliability import daily_saidi, zone_of
 from opendso.service import schemas
 from opendso.service.controlroom import ControlRoom
 from opendso.service.routes.deps import ControlSession, RoomDep, ViewSession, client_ip, query_time
@@ -132,7 +133,9 @@ def reliability(
 ) -> schemas.ReliabilityPublic:
     """IEEE 1366 indices of the stored outages that began in ``[from, to)``, major event days in ``tz``.
 
-    ``customers_served`` defaults to every customer of the grid; ``feeder`` (repeatable) keeps the
+    ``daily_saidi`` lists the SAIDI of each day of the period with a sustained interruption
+    (customer minutes of events begun that day in ``tz`` / customers served; the series T_MED is
+    compared with). ``customers_served`` defaults to every customer of the grid; ``feeder`` (repeatable) keeps the
     steps of those feeders (then give the area's ``customers_served``).
     """
     t0, t1 = query_time(start, "from"), query_time(end, "to")
@@ -144,10 +147,18 @@ def reliability(
     served = customers_served or manager.customers_served
     if served <= 0:
         raise InputError("the grid has no customers: give customers_served")
-    report = report_from_store(
-        manager.store, customers_served=served, start=t0, end=t1, tz=zone_of(tz), feeders=feeder or ()
+    zone = zone_of(tz)
+    report = report_from_store(manager.store, customers_served=served, start=t0, end=t1, tz=zone, feeders=feeder or ())
+    daily = daily_saidi(
+        records_table(manager.store, feeders=list(feeder or ())), customers_served=served, start=t0, end=t1, tz=zone
     )
-    return schemas.ReliabilityPublic.model_validate({**report.to_json(), "customers_served": served})
+    return schemas.ReliabilityPublic.model_validate(
+        {
+            **report.to_json(),
+            "customers_served": served,
+            "daily_saidi": [{"date": day.isoformat(), "saidi_min": value} for day, value in daily.items()],
+        }
+    )
 
 
 @router.post("/api/outages/calls", status_code=201)

@@ -11,8 +11,6 @@ import { clear, h } from "./switching.js";
 const $ = (id) => document.getElementById(id);
 const OUTAGE_STATE = { predicted: "◌ predicted (from calls)", confirmed: "● confirmed", restoring: "◐ restoring", restored: "✔ restored", cancelled: "✖ cancelled" };
 const OPEN = new Set(["predicted", "confirmed", "restoring"]);
-/** IEEE 1366: an interruption of 5 minutes or less is momentary. */
-const MOMENTARY_S = 300;
 
 function num(v, digits) {
   return v === null || v === undefined || !Number.isFinite(Number(v)) ? "—" : Number(v).toFixed(digits);
@@ -21,35 +19,6 @@ function num(v, digits) {
 /** "2016-06-21T11:00" (a datetime-local value, UTC) -> ISO 8601 UTC. */
 function isoOfLocalInput(value) {
   return value ? new Date(`${value}${value.length === 16 ? ":00" : ""}Z`).toISOString() : null;
-}
-
-/** The calendar day (YYYY-MM-DD) of an instant in an IANA time zone. */
-export function dayIn(iso, tz) {
-  const parts = new Intl.DateTimeFormat("en-CA", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit" }).formatToParts(new Date(iso));
-  const get = (t) => parts.find((p) => p.type === t).value;
-  return `${get("year")}-${get("month")}-${get("day")}`;
-}
-
-/**
- * Daily SAIDI (minutes) of outage records: each restoration step's customer minutes, sustained steps only
- * (longer than 5 minutes), counted on the day its outage began (IEEE 1366, as the server's report counts).
- */
-export function dailySaidi(outages, customersServed, tz, fromIso, toIso) {
-  const t0 = Date.parse(fromIso);
-  const t1 = Date.parse(toIso);
-  const out = new Map();
-  for (const o of outages) {
-    if (o.state === "cancelled" || o.state === "predicted") continue;
-    const began = Date.parse(o.start);
-    if (!(began >= t0 && began < t1)) continue;
-    const day = dayIn(o.start, tz);
-    for (const s of o.steps) {
-      const seconds = (Date.parse(s.end) - Date.parse(s.start)) / 1000;
-      if (seconds <= MOMENTARY_S) continue;
-      out.set(day, (out.get(day) ?? 0) + (s.customers * seconds) / 60 / customersServed);
-    }
-  }
-  return out;
 }
 
 /** Wire the outage and reliability pages. opts: {canWrite(), guarded(async fn)} */
@@ -158,9 +127,8 @@ export function initOutagePages({ canWrite, guarded }) {
     const to = `${$("rel-to").value}T00:00:00Z`;
     const q = new URLSearchParams({ from, to, tz });
     let r;
-    let records = [];
     try {
-      [r, records] = await Promise.all([api(`/api/reliability?${q}`), api("/api/outages?limit=500")]);
+      r = await api(`/api/reliability?${q}`);
     } catch (err) {
       clear($("rel-figures"), h("p", { class: "error", role: "alert" }, `Not computed: ${err.message}`));
       return;
@@ -178,7 +146,9 @@ export function initOutagePages({ canWrite, guarded }) {
       fig("Energy not supplied", "rel-ens", r.ens_mwh === null ? "— (no energy data)" : `${num(r.ens_mwh, 3)} MWh`, null),
       fig("T_MED", "rel-tmed", r.t_med_min === null ? "— (no history before the period)" : `${num(r.t_med_min, 2)} min/day`, "2.5 beta method, five years before the period"),
       fig("Major event days", "rel-med", r.major_event_days.length ? r.major_event_days.join(", ") : "none", null)));
-    drawDaily(dailySaidi(records, r.customers_served, tz, from, to), r, [Date.parse(from) / 1000, Date.parse(to) / 1000]);
+    // the server's daily SAIDI: the series T_MED is compared with
+    const daily = new Map(r.daily_saidi.map((d) => [d.date, d.saidi_min]));
+    drawDaily(daily, r, [Date.parse(from) / 1000, Date.parse(to) / 1000]);
   }
 
   function drawDaily(daily, r, period) {
