@@ -69,9 +69,20 @@ def test_an_interruption_is_recorded_and_restored_from_what_the_cycles_see(grid:
     (trip,) = store.open_outages()
     assert trip.source == "trip"
     assert tracker.outage_of(name) == trip.id
-    # a change that interrupts nothing opens nothing
-    other = int(np.flatnonzero(grid.switches["closed"] == 0)[0])
-    states = now["grid"].switches["closed"].copy()
-    states[other] = 0
+    # a change that interrupts and restores nothing (a tie closed between live parts) opens nothing
+    live = analyse_topology(now["grid"]).node_energised
+
+    def closed_too(r: int) -> Grid:
+        states = now["grid"].switches["closed"].copy()
+        states[r] = 1
+        return now["grid"].with_switch_states(states)
+
+    other = next(
+        int(r)
+        for r in np.flatnonzero(now["grid"].switches["closed"] == 0)
+        if r != row and np.array_equal(analyse_topology(closed_too(int(r))).node_energised, live)
+    )
+    now["grid"] = closed_too(other)
     tracker.on_cycle(Cycle([str(grid.switch_names[other])], T0 + timedelta(hours=3)))  # type: ignore[arg-type]
     assert [o.id for o in store.open_outages()] == [trip.id]
+    assert store.get(trip.id or -1).customers_off == trip.customers  # nor restores the trip's customers
