@@ -56,7 +56,7 @@ from typing import Any
 from opendso.demo import demo_scenario, demo_start_step
 from opendso.grid import Grid
 from opendso.operations.cycle import CycleResult, CycleSettings
-from opendso.operations.fault_response import FaultResponder, FlisrConfig, FlisrMode
+from opendso.operations.fault_response import FaultResponder, FlisrConfig, FlisrMode, indicators_from_latest
 from opendso.operations.monitor import Monitor
 from opendso.operations.outage_tracker import OutageTracker
 from opendso.operations.switching import (
@@ -227,8 +227,8 @@ class ControlRoomProcess:
 
     def _fault_current(self, switch: str) -> bool:
         """Whether the switch's own indicator (protection pick-up) saw fault current, in the latest values."""
-        m = self.monitor.latest.get(f"{switch}/fpi")
-        return m is not None and int(m.quality) == Quality.GOOD and m.value >= 0.5
+        point = f"{switch}/fpi"
+        return indicators_from_latest(self.monitor.latest, [point]).get(point, False)
 
     def _flisr(self, switching: Switching, tracker: OutageTracker) -> FaultResponder:
         """FLISR on the cycle: faulted nodes flagged in the register, steps through the dispatcher."""
