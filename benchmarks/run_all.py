@@ -55,10 +55,19 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bench_hosting.py",
         "time-series hosting capacity on Dask (1, 2, 4 workers) beside a pandapower loop",
     ),
+    "forecast": (
+        "bench_forecast.py",
+        "OpenSTEF forecasts against persistence and weekly-profile baselines: rMAE, rCRPS, train and predict time",
+    ),
+    "congestion": (
+        "bench_congestion.py",
+        "congestion forecast: scenario x interval batch power flows per second beside a pandapower loop",
+    ),
     "vvo": (
         "bench_vvo.py",
         "Volt/VAR optimisation (taps, DER Q; HiGHS) on SimBench MV grids beside a brute-force tap search",
     ),
+    "anm": ("bench_anm.py", "active network management: decision time per cycle on SimBench MV grids"),
     "login_flood": (
         "bench_login_flood.py",
         "200 concurrent logins against opendso run: status latency, cycle time and memory, idle vs flood",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_setpoints_field
 from conftest import feeder_breaker
 from leaks import assert_no_leaks
 from test_switching_api import TIE, make_api
@@ -86,6 +87,17 @@ def test_no_command_call_outside_the_telemetry_layer_and_the_dispatcher() -> Non
     assert command_calls(PACKAGE / "operations" / "switching" / "dispatch.py")
 
 
+def test_only_the_set_point_arbiter_sends_set_points_through_the_dispatcher() -> None:
+    """``dispatch_setpoint`` sends what the set-point gate allowed: only the arbiter (which runs the gate) calls it."""
+    arbiter = PACKAGE / "operations" / "setpoints" / "arbiter.py"
+    callers = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr == "dispatch_setpoint" and path.name != "dispatch.py":
+                callers.add(path)
+    assert callers == {arbiter}
+
+
 def test_every_path_is_driven_below() -> None:
     """Each member of CommandPath has its test here: a new path needs a new test."""
     tested = {
@@ -94,6 +106,8 @@ def test_every_path_is_driven_below() -> None:
         CommandPath.SCRIPT: test_script_path_over_modbus,
         CommandPath.PLAN: test_plan_path_over_modbus,
         CommandPath.FLISR: test_flisr_path,
+        # the set-point arbiter's export limits over real Modbus (and IEC 104) to the field simulator
+        CommandPath.ANM: test_setpoints_field.test_export_limit_over_modbus,
     }
     assert set(tested) == set(CommandPath)
 
@@ -102,6 +116,8 @@ def test_every_path_is_driven_below() -> None:
 ORIGINS = {
     ("operations/fault_response.py", "FLISR"): "test_flisr_end_to_end.py, test_flisr_api.py",
     ("operations/switching/plan_book.py", "PLAN"): "test_plan_api.py",
+    ("operations/setpoints/arbiter.py", "ANM"): "test_setpoints.py, test_setpoints_field.py",
+    ("der/anm.py", "ANM"): "test_anm.py",  # ANM's trip of a DER that ignores its limit: its switch opened
     ("service/routes/switching.py", "UI"): "test_ui_path above",
     ("service/routes/switching.py", "API"): "test_api_path above",
 }

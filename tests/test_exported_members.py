@@ -7,7 +7,9 @@ import opendso.calc
 import opendso.der
 import opendso.grid
 import opendso.grid.io
+import opendso.operations.setpoints
 import opendso.operations.switching
+import opendso.planning
 import opendso.store
 import opendso.telemetry
 
@@ -88,6 +90,35 @@ EXPECTED = {
         "RequestStatus",
         "Transition",
         "read_der_csv",
+    },
+    opendso.planning: {
+        "BacktestResult",
+        "CongestionForecast",
+        "DEFAULT_QUANTILES",
+        "ForecastSettings",
+        "GaussianCopula",
+        "OpenStefForecaster",
+        "PvPlant",
+        "QuantileForecast",
+        "ReliabilityTable",
+        "aggregate_history",
+        "congestion_outlook",
+        "fit_copula",
+        "forecast_congestion",
+        "forecast_congestion_comonotone",
+        "historian_history",
+        "parse_target",
+        "persistence_forecast",
+        "profile_history",
+        "profile_times",
+        "pv_output",
+        "read_weather",
+        "reliability",
+        "run_backtest",
+        "sample_scenarios",
+        "target_kinds",
+        "target_name",
+        "weekly_profile_forecast",
     },
     opendso.store: {
         "DiskBuffer",
@@ -178,8 +209,23 @@ EXPECTED = {
         "qualities_from_latest",
         "read_gate_config",
         "route_by_point_map",
+        "route_setpoints_by_point_map",
         "simulate_plan",
         "switching_state",
+    },
+    opendso.operations.setpoints: {
+        "EstimateReader",
+        "FlexibleDer",
+        "LatestReader",
+        "SetpointArbiter",
+        "SetpointDecision",
+        "SetpointGate",
+        "SetpointGateConfig",
+        "SetpointOutcome",
+        "SetpointRequest",
+        "SetpointRule",
+        "SetpointSource",
+        "merge_requests",
     },
 }
 

@@ -34,6 +34,7 @@ _MODULES = {
     "runtime": "opendso.runtime",
     "demo": "opendso.demo",
     "service": "opendso.service.app",
+    "planning": "opendso.planning.model",
     "der": "opendso.der.registry",
     "operations": "opendso.operations.cycle",
     "telemetry": "opendso.telemetry.points",
@@ -53,6 +54,10 @@ _ALLOWED = [
     ("cli", "runtime"),
     ("runtime", "demo"),
     ("runtime", "service"),
+    ("service", "planning"),
+    ("planning", "der"),
+    ("planning", "store"),
+    ("planning", "calc"),
     ("service", "der"),
     ("service", "operations"),
     ("der", "operations"),
@@ -124,6 +129,8 @@ def test_the_allowed_imports_keep_every_contract(contracts: dict[str, Contract])
         ("service", "demo", "layers"),  # the service must not depend on the demo's content
         ("der", "service", "layers"),  # the registry does not know the web service
         ("operations", "der", "layers"),
+        ("der", "planning", "layers"),  # the registry and ANM do not depend on forecasts
+        ("planning", "service", "layers"),
         ("grid", "store", "layers"),  # grid and store are independent siblings
         ("store", "grid", "layers"),
         ("store", "operations", "layers"),

@@ -146,6 +146,7 @@ def endpoints(service: Service) -> list[tuple[str, str, dict[str, object] | None
         ("GET", "/api/reliability?from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z", None, VIEW),
         ("POST", "/api/outages/calls", {"load": str(service.grid.names_of("sym_load")[0]), "text": "dark"}, CONTROL),
         ("GET", "/api/audit", None, AUDIT),
+        ("GET", "/api/congestion?issued=2016-06-21T06:00:00Z&scenarios=2&steps=4", None, VIEW),
     ]
 
 

@@ -120,6 +120,7 @@ def test_empty_means_unset_except_for_the_cache(clean_env: pytest.MonkeyPatch) -
         ("OPENDSO_RUN_SPEED", "0", "greater than 0"),
         ("OPENDSO_RUN_PERIOD_S", "-2", "greater than 0"),
         ("OPENDSO_RUN_FLISR", "yolo", "'off', 'advisory' or 'automatic'"),
+        ("OPENDSO_RUN_ANM", "sometimes", "valid boolean"),
         ("OPENDSO_MAX_BODY_BYTES", "1e3x", "valid integer"),
         ("OPENDSO_SESSION_HOURS", "0", "greater than 0"),
         ("OPENDSO_COOKIE_SECURE", "maybe", "valid boolean"),

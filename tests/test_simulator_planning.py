@@ -148,6 +148,8 @@ def test_the_package_surface_is_pinned_and_names_no_protocol_of_its_own() -> Non
         "CommandCallback",
         "CommandError",
         "CommandValueError",
+        "DerSettings",
+        "DerState",
         "FieldServer",
         "FieldSimulator",
         "Iec104FieldServer",
@@ -157,6 +159,7 @@ def test_the_package_surface_is_pinned_and_names_no_protocol_of_its_own() -> Non
         "ServerFactory",
         "SimulatorCounters",
         "default_server_factories",
+        "der_points",
         "with_fault_indicators",
     }
     for info in pkgutil.iter_modules(simulator_package.__path__):

@@ -12,6 +12,7 @@ Every error OpenDSO raises on purpose is defined here and derives from :class:`O
     │   ├── MeasurementFileError       a measurement file is malformed (file, row, field)
     │   ├── OutageFileError            an outage CSV is malformed (file, row, field)
     │   ├── DerFileError               a DER registry CSV is malformed (file, and row and field of every problem)
+    │   ├── WeatherFileError           a weather file for the forecasts is malformed (file, row, field)
     │   ├── SettingsError              an environment variable has a wrong value (names it)
     │   ├── CommandError               the field simulator refuses a command; nothing was applied
     │   │   ├── NotCommandableError    the point is unknown or takes no commands
@@ -80,6 +81,7 @@ __all__ = [
     "UnknownSwitchError",
     "UnknownUserError",
     "UnsupportedMediaError",
+    "WeatherFileError",
 ]
 
 
@@ -257,6 +259,22 @@ class DerFileError(InputError):
         if len(self.problems) > 50:
             lines.append(f"... and {len(self.problems) - 50} more problem(s)")
         super().__init__("\n".join(lines))
+
+
+class WeatherFileError(InputError):
+    """A weather file for the forecasts is malformed: names the file, the data row (1-based) and the field."""
+
+    def __init__(self, path: Path | str, message: str, *, row: int | None = None, field: str | None = None) -> None:
+        self.path = str(path)
+        self.row = row
+        self.field = field
+        self.message = message
+        where = self.path
+        if row is not None:
+            where += f", row {row}"
+        if field is not None:
+            where += f", field {field!r}"
+        super().__init__(f"{where}: {message}")
 
 
 class SettingsError(InputError):

@@ -28,6 +28,11 @@ It starts, in one asyncio loop:
   (``automatic``; :attr:`ControlRoomProcess.flisr`, ``OPENDSO_RUN_FLISR``). The default point
   maps carry a fault-passage indicator per switch and branch sensor (the field simulator picks
   them up on a scripted fault).
+- active network management (:class:`~opendso.der.anm.AnmController`, ``app.state.anm``) when
+  :attr:`ControlRoomProcess.anm` (``OPENDSO_RUN_ANM``) is on: the generators of the DER
+  registry's connected flexible assets get export-limit points (``p_limit``, ``p_available``)
+  with their agreement's fail-safe limit and a watchdog in the simulator, and the controller,
+  a cycle subscriber, sends their limits through a set-point arbiter and the dispatcher.
 
 ``link_delay_s`` delays every frame between the adapters and the simulator's servers (Modbus TCP,
 IEC 104) by that long in each direction, through a loopback proxy: a slow radio or WAN link for
@@ -54,17 +59,22 @@ from pathlib import Path
 from typing import Any
 
 from opendso.demo import demo_scenario, demo_start_step
+from opendso.der import DerRegistry
+from opendso.der.anm import AnmController, AnmSettings, anm_ders, flexible_generators
 from opendso.grid import Grid
+from opendso.measurement import Measurement
 from opendso.operations.cycle import CycleResult, CycleSettings
 from opendso.operations.fault_response import FaultResponder, FlisrConfig, FlisrMode, indicators_from_latest
 from opendso.operations.monitor import Monitor
 from opendso.operations.outage_tracker import OutageTracker
+from opendso.operations.setpoints import FlexibleDer, SetpointArbiter, SetpointGate
 from opendso.operations.switching import (
     measured_nodes,
     qualities_from_latest,
     read_gate_config,
     route_by_point_map,
 )
+from opendso.operations.switching.dispatch import route_setpoints_by_point_map
 from opendso.quality import Quality
 from opendso.service import ControlRoom, ServiceSettings, create_app, ensure_admin
 from opendso.service.routes.switching import Switching, switching_for_room
@@ -72,6 +82,7 @@ from opendso.service.server import WebServer, bind_socket, plain_http_warning, u
 from opendso.service.syslog import SyslogSettings, start_forwarding
 from opendso.settings import get_settings
 from opendso.store import Historian
+from opendso.store.der import DerStore
 from opendso.store.integrity import KEY_FILE, private_folder
 from opendso.store.outages import OutageStore
 from opendso.store.testing import TcpProxy
@@ -79,6 +90,7 @@ from opendso.telemetry import FieldSimulator, TelemetryAdapter, modbus_pollers, 
 from opendso.telemetry.points import PointMap
 from opendso.telemetry.scenario import Scenario
 from opendso.telemetry.simulator import with_fault_indicators
+from opendso.telemetry.simulator.der import DerSettings, der_points
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +132,8 @@ class ControlRoomProcess:
     flisr: FlisrMode = field(default_factory=lambda: FlisrMode(get_settings().run.flisr))
     #: seconds every frame between adapters and the simulator takes, each way (Modbus TCP and IEC 104)
     link_delay_s: float = 0.0
+    #: active network management of the registry's flexible DER on the cycle (OPENDSO_RUN_ANM)
+    anm: bool = field(default_factory=lambda: get_settings().run.anm)
     #: the safety gate's configuration file (None: the defaults; no critical switches, no parallel pairs)
     gate_config: Path | None = field(default_factory=lambda: get_settings().run.gate_config)
     point_map: PointMap = field(init=False)
@@ -151,12 +165,13 @@ class ControlRoomProcess:
             self.point_map = with_fault_indicators(
                 point_map_for_grid(self.grid, protocol="modbus", port=free_port()), self.grid
             )
-        self._proxies: list[TcpProxy] = []
-        self.client_map = self._through_links(self.point_map)
         self.historian = Historian.open(
             self.database_url or f"sqlite:///{self.data_dir / 'opendso.db'}",
             key_path=None if get_settings().database.integrity_key is not None else self.data_dir / KEY_FILE,
         )
+        der_settings = self._anm_field() if self.anm else None
+        self._proxies: list[TcpProxy] = []
+        self.client_map = self._through_links(self.point_map)
         options = (
             {source.name: {"broker_url": self.broker_url} for source in self.point_map.sources_of("mqtt")}
             if self.broker_url
@@ -169,6 +184,7 @@ class ControlRoomProcess:
             start_step=demo_start_step(self.grid) if self.start_step is None else self.start_step,
             scenario=self.scenario if self.scenario is not None else demo_scenario(self.grid),
             server_options=options,
+            der=der_settings,
         )
         self.monitor = Monitor(
             self.grid,
@@ -187,6 +203,9 @@ class ControlRoomProcess:
         self.monitor.subscribe(self.outage_tracker.on_cycle)
         self.flisr_responder = self.app.state.flisr = self._flisr(switching, self.outage_tracker)
         self.monitor.subscribe(self.flisr_responder.on_cycle)
+        self.anm_controller = self.app.state.anm = self._anm(switching) if self.anm else None
+        if self.anm_controller is not None:
+            self.monitor.subscribe(self.anm_controller.on_cycle)
         self._web = (
             WebServer(self.app, self._socket, tls_cert=self.tls_cert, tls_key=self.tls_key)
             if self._socket is not None
@@ -251,6 +270,48 @@ class ControlRoomProcess:
             clock=self.monitor.clock,
         )
 
+    def _anm_field(self) -> dict[str, DerSettings]:
+        """Export-limit points for the flexible DER's generators; their fail-safe limit and a watchdog of 10 cycles."""
+        assets = flexible_generators(DerRegistry(DerStore(self.historian.engine), self.grid), self.grid)
+        if not assets or not any(s.protocol in ("modbus", "iec104") for s in self.point_map.sources.values()):
+            log.warning("event=anm_no_der flexible_generators=%d", len(assets))
+            return {}
+        self.point_map = der_points(self.point_map, list(assets))
+        watchdog_s = 10.0 * self.period_s * self.speed  # simulated seconds: ten cycles without a write
+        return {
+            gen: DerSettings(
+                watchdog_s=watchdog_s,
+                fail_safe_w=(a.agreement.export_limit_kw or 0.0) * 1e3,
+                rating_w=a.export_kw * 1e3,
+            )
+            for gen, a in assets.items()
+        }
+
+    def _anm(self, switching: Switching) -> AnmController:
+        """ANM on the cycle: the registry's flexible DER, their limits through an arbiter and the dispatcher."""
+        ders = anm_ders(DerRegistry(DerStore(self.historian.engine), self.grid), self.client_map, self.grid)
+
+        def latest_of(name: str) -> Measurement | None:  # the monitor's latest values at the time asked
+            return self.monitor.latest.get(name)
+
+        gate = SetpointGate(
+            [
+                FlexibleDer(d.point, d.rating_w, tuple(p for p in (d.point, d.available_point) if p), d.asset.id)
+                for d in ders
+            ],
+            latest=latest_of,
+        )
+        arbiter = SetpointArbiter(switching.dispatcher, gate, refresh_s=self.period_s, clock=self.monitor.clock)
+        return AnmController(
+            arbiter,
+            ders,
+            settings=AnmSettings(max_gap_s=5.0 * self.period_s * self.speed),
+            latest=lambda: self.monitor.latest,
+            events=self.historian.events,
+            clock=self.monitor.clock,
+            energy_time=lambda t: self.simulator.simulated_time_at(t) or t,
+        )
+
     def _switching(self) -> Switching:
         """The safety gate's dispatcher, routed to the adapters, deciding on the latest telemetry."""
         nodes = measured_nodes(self.grid, self.client_map)
@@ -271,6 +332,7 @@ class ControlRoomProcess:
             self.room,
             config=read_gate_config(self.gate_config, self.grid) if self.gate_config is not None else None,
             route=route_by_point_map(self.monitor.adapters, self.client_map),
+            setpoint_route=route_setpoints_by_point_map(self.monitor.adapters, self.client_map),
             qualities=qualities,
             status=status,
         )

@@ -41,6 +41,8 @@ variable                        setting
 ``OPENDSO_RUN_PERIOD_S``        ``run.period_s``: the real-time cycle's period (default 2 s)
 ``OPENDSO_RUN_FLISR``           ``run.flisr``: FLISR after a protection trip: ``off``, ``advisory``
                                 (an operator approves each plan; the default) or ``automatic``
+``OPENDSO_RUN_ANM``             ``run.anm``: active network management of the DER registry's
+                                flexible connections on the real-time cycle (default off)
 ``OPENDSO_RUN_GATE_CONFIG``     ``run.gate_config``: the safety gate's configuration file (TOML:
                                 limits, feeder pairs allowed to parallel, critical switches)
 ==============================  ===============================================================
@@ -187,6 +189,7 @@ class RunConfig(BaseSettings):
     speed: float = Field(60.0, gt=0)  # a simulated day in 24 real minutes
     period_s: float = Field(2.0, gt=0)
     flisr: Literal["off", "advisory", "automatic"] = "advisory"  # FLISR after a trip: proposals, or acting
+    anm: bool = False  # active network management of the registry's flexible DER
     gate_config: Path | None = None  # the safety gate's TOML: limits, parallel pairs, critical switches
 
     def url(self) -> str:

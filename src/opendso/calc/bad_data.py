@@ -72,7 +72,8 @@ def residual_table(sensors: Mapping[str, np.ndarray], output: Mapping[str, np.nd
                 sigma = np.where(np.isfinite(sigma), sigma, sigma_p)
             rows["sigma"] = sigma
             rows["residual"] = res[resid]
-            rows["weighted"] = res[resid] / sigma
+            # a sigma of 0 (a meter of a de-energised section) weighs nothing: NaN, not 0/0
+            rows["weighted"] = np.divide(res[resid], sigma, out=np.full(array.size, np.nan), where=sigma > 0)
             rows["sensitivity"] = np.nan
             rows["normalised"] = rows["weighted"]
             parts.append(rows)
@@ -106,8 +107,9 @@ def normalise_residuals(
         rows = np.sort(np.argpartition(-weighted, candidates - 1)[:candidates]).astype(np.int64)
     sensitivity = _sensitivity(model, sensors, residuals, options, threading, rows)
     residuals["sensitivity"] = sensitivity
-    ok = sensitivity > 1e-6
-    normalised = residuals["residual"] / (residuals["sigma"] * np.sqrt(np.where(ok, sensitivity, 1.0)))
+    ok = (sensitivity > 1e-6) & (residuals["sigma"] > 0)
+    scale = residuals["sigma"] * np.sqrt(np.where(ok, sensitivity, 1.0))
+    normalised = np.divide(residuals["residual"], scale, out=np.full(scale.shape, np.nan), where=ok)
     residuals["normalised"][rows] = np.where(ok[rows], normalised[rows], np.nan)
 
 

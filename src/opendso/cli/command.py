@@ -18,8 +18,10 @@ from opendso import __version__
 from opendso.cli import (
     audit,
     calc,
+    congestion,
     der,
     flisr,
+    forecast,
     grid,
     history,
     hosting,
@@ -37,7 +39,24 @@ from opendso.settings import Settings, get_settings
 __all__ = ["build_parser", "main"]
 
 #: The command groups, in the order ``opendso --help`` lists them.
-GROUPS = (grid, calc, hosting, vvo, realtime, history, reliability, outages, der, flisr, users, audit, run, trainer)
+GROUPS = (
+    grid,
+    calc,
+    hosting,
+    forecast,
+    congestion,
+    vvo,
+    realtime,
+    history,
+    reliability,
+    outages,
+    der,
+    flisr,
+    users,
+    audit,
+    run,
+    trainer,
+)
 
 
 def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:

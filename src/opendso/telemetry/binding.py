@@ -21,6 +21,8 @@ How a point is bound, by quantity (the first rule that matches):
   (:attr:`Target.APPLIANCE`, the p/q of the appliance itself); for ``p``/``q``/``i`` the line,
   transformer or generic branch (:attr:`Target.BRANCH`, measured at its from end; links carry
   no measured flow);
+- ``p_limit``, ``p_available`` (a DER's export limit in force and its available power): the
+  generator of that name (:attr:`Target.DER`);
 - anything else (``tap``, ``f``, ``soc``, angles, or a quantity the element has no place for)
   is not bound (:attr:`Target.NONE`) and gets a finding.
 
@@ -50,6 +52,7 @@ from opendso.telemetry.points import SENSOR_QUANTITIES, Point, PointMap, PointMa
 __all__ = [
     "APPLIANCE_COMPONENTS",
     "BRANCH_COMPONENTS",
+    "DER_QUANTITIES",
     "FPI",
     "MAGNITUDES",
     "MEASURED_QUANTITIES",
@@ -78,6 +81,8 @@ FPI = "fpi"
 MEASURED_QUANTITIES: frozenset[str] = frozenset({"u", "p", "q", "i"})
 #: Measured quantities that are magnitudes (never negative).
 MAGNITUDES: frozenset[str] = frozenset({"u", "i"})
+#: A DER's control quantities on its generator: the export limit in force (commandable) and the available power.
+DER_QUANTITIES: frozenset[str] = frozenset({"p_limit", "p_available"})
 #: Quantities that are inputs of the state estimate (values) or of the topology (switch states).
 STATE_QUANTITIES: frozenset[str] = MEASURED_QUANTITIES | {SWITCH}
 
@@ -118,6 +123,7 @@ class Target(IntEnum):
     SWITCH = 3  #: a switch's state (or its fault-passage indicator)
     APPLIANCE = 4  #: a load's, generator's or source's p or q
     BRANCH = 5  #: a branch's p, q or i at its from end
+    DER = 6  #: a generator's export limit in force (``p_limit``) or available power (``p_available``)
 
 
 class Gather(NamedTuple):
@@ -291,6 +297,9 @@ def _resolve(tables: _Tables, element: str, quantity: str) -> tuple[Target, str,
             return Target.SWITCH, "switch", row
         sensor = tables.first_sensor(element)
         return None if sensor is None else (Target.SENSOR, sensor[0], sensor[1])
+    if quantity in DER_QUANTITIES:
+        row = tables.find("sym_gen", element)
+        return None if row is None else (Target.DER, "sym_gen", row)
     sensor_component = SENSOR_OF_QUANTITY.get(quantity)
     if sensor_component is not None:
         row = tables.find(sensor_component, element)

@@ -106,6 +106,8 @@ QUANTITIES: Mapping[str, str] = {
     "tap": "",
     "f": "Hz",
     "soc": "",  # state of charge, fraction
+    "p_limit": "W",  # a generator's export limit in force; commandable (the set-point of the DER's limit)
+    "p_available": "W",  # a generator's available power (before its export limit); read-only
 }
 
 #: Sensor placement components points can name, each with the quantities it measures (in this order).

@@ -19,6 +19,7 @@ from opendso.operations.switching.dispatch import (
     measured_nodes,
     qualities_from_latest,
     route_by_point_map,
+    route_setpoints_by_point_map,
 )
 from opendso.operations.switching.documents import (
     DocumentAction,
@@ -95,6 +96,7 @@ __all__ = [
     "qualities_from_latest",
     "read_gate_config",
     "route_by_point_map",
+    "route_setpoints_by_point_map",
     "simulate_plan",
     "switching_state",
 ]

@@ -27,6 +27,12 @@ before anything is sent (the UI shows it). :func:`execute_steps` runs an ordered
 (a switching plan, a FLISR isolation and restoration) through the dispatcher and stops at the
 first step that does not complete.
 
+Set-points (DER export limits) take the same road: :meth:`SwitchingDispatcher.dispatch_setpoint`
+sends a value the set-point arbiter's own gate allowed
+(:mod:`opendso.operations.setpoints`) to the adapter that writes the point
+(``setpoint_route``, e.g. :func:`route_setpoints_by_point_map`), under the same lock, and logs
+(event ``setpoint.<outcome>``) and audits it.
+
 Nothing else in the package calls ``TelemetryAdapter.command``, ``operate_switch`` or
 ``send_setpoint``: a test walks the source to keep it so.
 """
@@ -57,12 +63,13 @@ from opendso.quality import Quality
 from opendso.store.events import EventLog
 from opendso.telemetry.base import TelemetryAdapter
 from opendso.telemetry.binding import Target, bind_points
-from opendso.telemetry.commands import CommandOutcome, CommandResult
+from opendso.telemetry.commands import CommandAttempt, CommandOutcome, CommandRequest, CommandResult
 from opendso.telemetry.points import PointMap
 
 __all__ = [
     "ADVISORY",
     "CommandPath",
+    "PointRoute",
     "Route",
     "StatusReader",
     "Step",
@@ -74,6 +81,7 @@ __all__ = [
     "measured_nodes",
     "qualities_from_latest",
     "route_by_point_map",
+    "route_setpoints_by_point_map",
 ]
 
 #: The status of an outcome that was proposed to an operator instead of sent (FLISR's advisory fallback).
@@ -83,6 +91,8 @@ REFUSED = "refused"
 
 #: Switch name -> (adapter, point) that commands it; None when no telemetry point does.
 Route = Callable[[str], tuple[TelemetryAdapter, str] | None]
+#: Set-point point name -> the adapter that writes it; None when no adapter does.
+PointRoute = Callable[[str], TelemetryAdapter | None]
 #: Switch name -> (value, quality) of its status as the latest values hold it; None when none is held.
 StatusReader = Callable[[str], tuple[float, int] | None]
 
@@ -95,6 +105,7 @@ class CommandPath(enum.StrEnum):
     FLISR = "flisr"
     PLAN = "plan"
     SCRIPT = "script"
+    ANM = "anm"  #: the set-point arbiter's writes of DER export limits (any source it merges)
 
 
 @dataclass(frozen=True)
@@ -235,6 +246,28 @@ def route_by_point_map(adapters: Iterable[TelemetryAdapter], point_map: PointMap
     return table.get
 
 
+def route_setpoints_by_point_map(
+    adapters: Iterable[TelemetryAdapter], point_map: PointMap, *, quantities: Iterable[str] = ("p_limit",)
+) -> PointRoute:
+    """Route each set-point point (of ``quantities``) to the adapter that reads its connection.
+
+    Adapters are matched to points as :func:`route_by_point_map` does.
+    """
+    wanted = set(quantities)
+    listed = list(adapters)
+    by_source = {s: a for a in listed if isinstance(s := getattr(a, "source", None), str)}
+    table: dict[str, TelemetryAdapter] = {}
+    for point in point_map.points:
+        if point.quantity not in wanted:
+            continue
+        adapter: TelemetryAdapter | None = by_source.get(point.source)
+        if adapter is None and len(listed) == 1 and not by_source:
+            adapter = listed[0]
+        if adapter is not None:
+            table[point.name] = adapter
+    return table.get
+
+
 class SwitchingDispatcher:
     """The one path from a switching request to the field (see the module docstring).
 
@@ -244,7 +277,8 @@ class SwitchingDispatcher:
     trusted, for studies); ``route`` the adapter and point of a switch; ``status`` the switch's
     status as the latest values hold it; ``events`` and ``audit`` record every decision and
     outcome; ``feedback_timeout_s`` and ``select_before_operate`` go to the adapter (None: its
-    defaults).
+    defaults). ``setpoint_route`` gives the adapter that writes a set-point point
+    (:meth:`dispatch_setpoint`; None: no set-point is routed).
     """
 
     def __init__(
@@ -261,8 +295,10 @@ class SwitchingDispatcher:
         feedback_timeout_s: float | None = None,
         select_before_operate: bool | None = None,
         clock: Callable[[], datetime] | None = None,
+        setpoint_route: PointRoute | None = None,
     ) -> None:
         self.gate = gate
+        self.setpoint_route = setpoint_route
         self.grid = grid
         self.state = state
         self.route = route
@@ -357,6 +393,69 @@ class SwitchingDispatcher:
                 source_ip,
             )
             return await asyncio.to_thread(self._record, outcome)
+
+    async def dispatch_setpoint(
+        self,
+        point: str,
+        value: float,
+        *,
+        path: CommandPath,
+        actor: str,
+        reason: str,
+        details: Mapping[str, Any] | None = None,
+        tolerance: float | None = None,
+        select_before_operate: bool | None = None,
+    ) -> CommandResult:
+        """Send set-point ``value`` to ``point``, which a gate of the caller's already allowed; log and audit it.
+
+        The set-point arbiter (:class:`~opendso.operations.setpoints.arbiter.SetpointArbiter`) is
+        the caller: its gate decided, this sends, under the dispatcher's lock. A point no adapter
+        writes is refused (nothing sent). ``details`` (the arbiter's decision and the requests
+        merged) go into the event (``setpoint.<outcome>``) and the audit record.
+        """
+        path = CommandPath(path)
+        async with self._lock():
+            adapter = self.setpoint_route(point) if self.setpoint_route is not None else None
+            if adapter is None:
+                attempt = CommandAttempt(CommandRequest.setpoint(point, value), "-")
+                result = attempt.refused(f"no telemetry adapter writes set-point point {point}")
+            else:
+                result = await adapter.send_setpoint(
+                    point,
+                    value,
+                    select_before_operate=self.select_before_operate
+                    if select_before_operate is None
+                    else select_before_operate,
+                    feedback_timeout_s=self.feedback_timeout_s,
+                    tolerance=tolerance,
+                )
+            body: dict[str, Any] = {
+                "point": point,
+                "value": value,
+                "path": path.value,
+                "actor": actor,
+                "reason": reason,
+                "status": str(result.outcome),
+                "result": result.as_dict(),
+                **dict(details or {}),
+            }
+            await asyncio.to_thread(self._record_setpoint, body)
+            return result
+
+    def _record_setpoint(self, body: dict[str, Any]) -> None:
+        kind = f"setpoint.{body['status']}"
+        if self.events is not None:
+            self.events.append(kind, actor=body["actor"], element=body["point"], payload=body)
+        if self.audit is not None:
+            self.audit(
+                kind,
+                actor=body["actor"],
+                element=body["point"],
+                result=body["status"],
+                source_ip=None,
+                reason=body["reason"],
+                details=body,
+            )
 
     def commanded(self, switch: str, action: SwitchAction, *, within_s: float) -> bool:
         """True when this dispatcher sent ``action`` to ``switch`` within the last ``within_s`` seconds.

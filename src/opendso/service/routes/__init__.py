@@ -16,6 +16,9 @@ module               resource
 :mod:`.flisr`        FLISR proposals after trips: approve, reject; FLISR studies
 :mod:`.outages`      outages, customer calls, restoration steps, crews, ETRs, IEEE 1366 indices
 :mod:`.der`          the DER registry: assets, connection requests and the queue
+:mod:`.anm`          active network management: constraints, DER export limits, curtailed energy
+:mod:`.congestion`   the congestion forecast of the running grid (48 h, per element and interval)
+:mod:`.hosting`      hosting capacity of the running grid: the latest study, a new one, GeoJSON
 :mod:`.stream`       the WebSocket stream and the watch that closes it with its session
 :mod:`.trainer`      the simulated clock (pause, resume, speed, next scripted event)
 :mod:`.docs`         Swagger UI and its assets
@@ -48,13 +51,16 @@ from fastapi import APIRouter
 
 from opendso.service.routes import (
     alarms,
+    anm,
     audit,
     auth,
+    congestion,
     der,
     docs,
     events,
     flisr,
     grid,
+    hosting,
     measurements,
     outages,
     plans,
@@ -80,6 +86,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     flisr.router,
     outages.router,
     der.router,
+    anm.router,
+    hosting.router,
+    congestion.router,
     stream.router,
     trainer.router,
     docs.router,

@@ -66,7 +66,7 @@ from opendso.operations.switching import (
     SwitchingRegister,
     SwitchingRequest,
 )
-from opendso.operations.switching.dispatch import Route, StatusReader, decision_dict
+from opendso.operations.switching.dispatch import PointRoute, Route, StatusReader, decision_dict
 from opendso.operations.switching.documents import record_dict
 from opendso.quality import Quality
 from opendso.service import schemas
@@ -123,6 +123,7 @@ def switching_for_room(
     room: ControlRoom,
     *,
     route: Route | None = None,
+    setpoint_route: PointRoute | None = None,
     qualities: Callable[[], Mapping[str, Quality] | None] | None = None,
     status: StatusReader | None = None,
     config: GateConfig | None = None,
@@ -131,8 +132,8 @@ def switching_for_room(
     """Return the register and the dispatcher of a control room (its grid, event log and audit trail).
 
     ``route`` sends each switch's commands to an adapter and point (None: no switch is
-    commanded); ``qualities`` and ``status`` read the latest telemetry (see
-    :class:`SwitchingDispatcher`).
+    commanded), ``setpoint_route`` each set-point (None: none is sent); ``qualities`` and
+    ``status`` read the latest telemetry (see :class:`SwitchingDispatcher`).
     """
 
     def grid_now() -> Grid:
@@ -155,6 +156,7 @@ def switching_for_room(
         qualities=qualities,
         status=status,
         feedback_timeout_s=feedback_timeout_s,
+        setpoint_route=setpoint_route,
     )
     return Switching(register, dispatcher)
 

@@ -20,8 +20,10 @@ Protocol servers plug in through :class:`FieldServer`; :class:`ModbusFieldServer
 :class:`MqttFieldServer` and :class:`Iec104FieldServer` are built in, one per point-map source
 of that protocol. Commands come back through the servers as (point, value): a ``switch`` point
 opens (0) or closes (1) its switch, a ``p`` point naming a generator sets its active power (NaN
-releases it to the profile). A command on a point of another kind is refused
-(:class:`CommandError`).
+releases it to the profile), a ``p_limit`` point naming a generator sets its export limit (the DER
+model of :mod:`~opendso.telemetry.simulator.der`: a watchdog and a fail-safe limit; ``p_limit``
+reads back the limit in force, ``p_available`` the power before it). A command on a point of
+another kind is refused (:class:`CommandError`).
 
 Scripted events (:mod:`opendso.telemetry.scenario`) run at their simulated times.
 Communication loss takes a whole source off the air (:meth:`FieldServer.set_online`) or marks
@@ -38,11 +40,14 @@ The package, by seam:
   gathered from, resolved once;
 - :mod:`~opendso.telemetry.simulator.indicators`: fault-passage indicator points and which of
   them a fault picks up;
+- :mod:`~opendso.telemetry.simulator.der`: the DER export limits (:class:`DerSettings`,
+  :class:`DerState`) and :func:`der_points`, the points that serve them;
 - :mod:`~opendso.telemetry.simulator.servers`: the protocol server wrappers;
 - :mod:`~opendso.telemetry.simulator.errors`: how a command is refused.
 """
 
 from opendso.errors import CommandError, CommandValueError, NotCommandableError
+from opendso.telemetry.simulator.der import DerSettings, DerState, der_points
 from opendso.telemetry.simulator.indicators import with_fault_indicators
 from opendso.telemetry.simulator.servers import (
     CommandCallback,
@@ -59,6 +64,8 @@ __all__ = [
     "CommandCallback",
     "CommandError",
     "CommandValueError",
+    "DerSettings",
+    "DerState",
     "FieldServer",
     "FieldSimulator",
     "Iec104FieldServer",
@@ -68,5 +75,6 @@ __all__ = [
     "ServerFactory",
     "SimulatorCounters",
     "default_server_factories",
+    "der_points",
     "with_fault_indicators",
 ]

@@ -12,7 +12,9 @@ What a point carries, by the target it is bound to:
 - a node's ``u``, an appliance's (load, generator, source) ``p``/``q``, a branch's
   ``p``/``q``/``i`` at its from end, with sigmas from the accuracy class;
 - a switch's ``switch``: 1.0 closed, 0.0 open;
-- a fault-passage indicator (``fpi``) on a switch or a sensor: 1.0 while picked up.
+- a fault-passage indicator (``fpi``) on a switch or a sensor: 1.0 while picked up;
+- a generator's ``p_limit`` and ``p_available``: filled by the twin's DER model
+  (:mod:`~opendso.telemetry.simulator.der`), not from the power flow.
 
 The simulator computes every point: a point the binding leaves unbound is refused with one
 :class:`~opendso.telemetry.points.PointMapError` (an :class:`~opendso.errors.InputError`)
@@ -43,7 +45,14 @@ from opendso.telemetry.binding import (
 __all__ = ["SERVED_TARGETS", "PointPlan", "PointValues", "plan_points"]
 
 #: The targets the simulator computes a value for: every bound point.
-SERVED_TARGETS: tuple[Target, ...] = (Target.SENSOR, Target.NODE, Target.SWITCH, Target.APPLIANCE, Target.BRANCH)
+SERVED_TARGETS: tuple[Target, ...] = (
+    Target.SENSOR,
+    Target.NODE,
+    Target.SWITCH,
+    Target.APPLIANCE,
+    Target.BRANCH,
+    Target.DER,
+)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ set-points, load and PV factors, picked-up fault-passage indicators
 flow by the plan made once at construction (:mod:`~opendso.telemetry.simulator.planning`).
 Commands come back through the servers (:mod:`~opendso.telemetry.simulator.servers`) as
 (point, value): a ``switch`` point opens (0) or closes (1) its switch, a ``p`` point naming a
-generator sets its active power (NaN releases it to the profile); anything else is refused
+generator sets its active power (NaN releases it to the profile), a ``p_limit`` point naming a
+generator sets its export limit (the DER model of :mod:`~opendso.telemetry.simulator.der`:
+output = min(available, limit), a watchdog and a fail-safe limit); anything else is refused
 (:class:`~opendso.telemetry.simulator.errors.CommandError`). Scripted events
 (:mod:`opendso.telemetry.scenario`) run at their simulated times.
 """
@@ -38,10 +40,11 @@ from opendso.errors import CommandError, CommandValueError, InputError, NotComma
 from opendso.grid.model import Grid
 from opendso.grid.topology import analyse_topology, path_from_source
 from opendso.telemetry.base import utc_now
-from opendso.telemetry.binding import PointBinding, bind_points
+from opendso.telemetry.binding import PointBinding, Target, bind_points
 from opendso.telemetry.points import Point, PointMap
 from opendso.telemetry.quality import Quality
 from opendso.telemetry.scenario import Scenario, ScenarioEvent, event_points, validate_scenario
+from opendso.telemetry.simulator.der import DerControls, DerSettings, DerState
 from opendso.telemetry.simulator.indicators import indicators_on_fault_path
 from opendso.telemetry.simulator.planning import plan_points
 from opendso.telemetry.simulator.servers import FieldServer, ServerFactory, default_server_factories
@@ -90,6 +93,8 @@ class FieldSimulator:
     by ``server_factories`` (merged over :func:`default_server_factories`) with
     ``server_options[source name]``; sources whose protocol has no factory are not served (a
     warning names them). ``publish_period_s``: real seconds between publishes in :meth:`run`.
+    ``der``: the watchdog, fail-safe export limit and rating per generator name (others get
+    ``der_default``; see :mod:`~opendso.telemetry.simulator.der`).
 
     :attr:`binding` holds the points bound to the grid (one
     :class:`~opendso.telemetry.binding.PointBinding`, made here); a point without a place in the
@@ -111,6 +116,8 @@ class FieldSimulator:
         server_options: Mapping[str, Mapping[str, Any]] | None = None,
         publish_period_s: float = 1.0,
         accuracy: Accuracy = DEFAULT_ACCURACY,
+        der: Mapping[str, DerSettings] | None = None,
+        der_default: DerSettings | None = None,
     ) -> None:
         speed = check_speed(speed, where="field simulator: speed")
         if not publish_period_s > 0:
@@ -152,6 +159,8 @@ class FieldSimulator:
         self._gen_row = {str(n): i for i, n in enumerate(grid.names_of("sym_gen"))}
         self._gen_on = gens["status"].astype(np.int8).copy()
         self._gen_p_set = np.full(gens.size, np.nan)
+        self.der = DerControls(grid, der, der_default)
+        self._available = np.zeros(gens.size)  # W per generator before its export limit (set by twin_grid)
         self._solar = _solar_generators(grid)
         self._load_factor = 1.0
         self._pv_factor = 1.0
@@ -164,6 +173,8 @@ class FieldSimulator:
         self.binding: PointBinding = binding
         self._index = binding.index
         self._plan = plan
+        self._der_limit_points = binding.gather(Target.DER, quantities={"p_limit"})
+        self._der_available_points = binding.gather(Target.DER, quantities={"p_available"})
         n = len(binding)
         self._exact = np.full(n, np.nan)
         self._sigma = np.zeros(n)
@@ -332,6 +343,9 @@ class FieldSimulator:
             self._elapsed_s = max(self._elapsed_s, action.at_s)
             self._apply(action)
         self._elapsed_s = elapsed_s
+        if self.der.update(elapsed_s):
+            self._dirty = True
+            self._wake.set()
 
     # -- state -----------------------------------------------------------------------------------
     def jump_to(self, elapsed_s: float) -> None:
@@ -388,6 +402,8 @@ class FieldSimulator:
                 gens["p_specified"][self._solar] *= self._pv_factor
             held = np.isfinite(self._gen_p_set)
             gens["p_specified"][held] = self._gen_p_set[held]
+            self._available = gens["p_specified"].astype(float)
+            gens["p_specified"] = self.der.apply(self._available)
             gens["status"] = self._gen_on
             inputs["sym_gen"] = gens
         return replace(self.grid, input=inputs).with_switch_states(self._closed)
@@ -421,6 +437,10 @@ class FieldSimulator:
             fpi_sensors=self._fpi_sensor,
         )
         self._exact, self._sigma = values.exact, values.sigma
+        points, rows = self._der_limit_points
+        self._exact[points] = self.der.in_force()[rows]
+        points, rows = self._der_available_points
+        self._exact[points] = self._available[rows]
 
     def values(self) -> dict[str, tuple[float, Quality]]:
         """Return what the field reports now for every point on the air: (value, quality), noise drawn.
@@ -474,6 +494,30 @@ class FieldSimulator:
         self._wake.set()
         log.info("event=sim_generator_setpoint generator=%s p_w=%s", name, p_w)
 
+    def set_export_limit(self, name: str, limit_w: float) -> None:
+        """Write generator ``name``'s export limit (or its heartbeat) now, as a command would.
+
+        Raises :class:`~opendso.errors.CommandValueError` for a limit outside 0..its rating.
+        """
+        self._generator(name)
+        self._catch_up()
+        self.der.write(name, limit_w, self._elapsed_s)
+        self._dirty = True
+        self._wake.set()
+        log.info("event=sim_export_limit generator=%s limit_w=%g", name, limit_w)
+
+    def der_state(self, name: str) -> DerState:
+        """Generator ``name``'s export limit, watchdog and fail-safe state now."""
+        self._generator(name)
+        return self.der.state(name)
+
+    def generator_power(self, name: str) -> tuple[float, float]:
+        """Generator ``name``'s (available, output) active power in W now (output after its export limit, 0 off)."""
+        self._refresh()
+        row = self._generator(name)
+        output = float(self.der.apply(self._available)[row]) if self._gen_on[row] else 0.0
+        return float(self._available[row]), output
+
     def set_generator_status(self, name: str, on: bool) -> None:
         """Switch generator ``name`` on or off (a DER trip)."""
         self._gen_on[self._generator(name)] = 1 if on else 0
@@ -484,9 +528,10 @@ class FieldSimulator:
         """Return the point a command on ``point`` with ``value`` would act on; change nothing.
 
         Raise :class:`NotCommandableError` for an unknown point or one that takes no commands
-        (only a switch's ``switch`` point and a generator's ``p`` point do), and
+        (only a switch's ``switch`` point and a generator's ``p`` and ``p_limit`` points do), and
         :class:`CommandValueError` for a value the point does not take (a switch: 0 open or 1
-        close; a generator: a finite set-point in W, or NaN to release it to its profile).
+        close; a generator: a finite set-point in W, or NaN to release it to its profile; an
+        export limit: finite, in 0..the generator's rating).
         """
         try:
             p = self.point_map.point(point)
@@ -498,6 +543,11 @@ class FieldSimulator:
         elif p.quantity == "p" and p.element in self._gen_row:
             if math.isinf(value):
                 raise CommandValueError(f"command on {point!r}: a set-point is finite (NaN releases), got {value!r}")
+        elif p.quantity == "p_limit" and p.element in self._gen_row:
+            try:
+                self.der.check(p.element, value)
+            except CommandValueError as exc:
+                raise CommandValueError(f"command on {point!r}: {exc}") from None
         else:
             raise NotCommandableError(f"point {point!r} ({p.quantity} of {p.element!r}) takes no commands")
         return p
@@ -515,6 +565,8 @@ class FieldSimulator:
             raise
         if p.quantity == "switch":
             self.set_switch(p.element, value == 1.0)
+        elif p.quantity == "p_limit":
+            self.set_export_limit(p.element, value)
         else:
             self.set_generator_p(p.element, None if math.isnan(value) else value)
         self._wake.set()

@@ -11,6 +11,9 @@ import { DiagramView } from "./diagram.js";
 import { initOperationsPages } from "./operations.js";
 import { initOutagePages } from "./outagepages.js";
 import { initDerPage } from "./derpages.js";
+import { initAnmPanel } from "./anmpanel.js";
+import { initCongestionPage } from "./congestionpage.js";
+import { initHostingMap } from "./hostingmap.js";
 import { openSwitchingDialog, setupSwitchingDialog } from "./switching.js";
 import { clockName, fmtMs, fmtTime, fmtWall, nowMs, setTimeBase, simulating, timeBase, timeTitle } from "./time.js";
 import { Trend } from "./trend.js";
@@ -40,6 +43,9 @@ let lastState = null; // the latest state: the diagram takes it when it first op
 let operations = null; // the Switching, FLISR and Plans pages (operations.js)
 let outagePages = null; // the Outages and Reliability pages (outagepages.js)
 let derPage = null; // the DER registry and connection queue (derpages.js)
+let anmPanel = null; // active network management on the DER page (anmpanel.js)
+let congestionPage = null; // the congestion forecast timeline (congestionpage.js)
+let hostingMap = null; // the hosting-capacity layer of the network map (hostingmap.js)
 let switchIds = new Map(); // switch name -> id
 // state-change-to-screen latency: server publish time (epoch s) of states not yet drawn, and samples (ms)
 const latency = { pending: [], samples: [] };
@@ -69,6 +75,9 @@ window.opendso = {
   flisr: () => operations?.flisrState() ?? null,
   networkMarks: () => network?.marks() ?? null,
   refreshMarks: () => refreshMarks(),
+  hosting: () => hostingMap?.stats() ?? null,
+  congestion: () => congestionPage?.data() ?? null,
+  hostingLayer: (on) => hostingMap?.toggle(on),
 };
 
 // -- marks on the network picture: fault flags, FLISR's located sections, earths, tags --------------
@@ -203,6 +212,7 @@ async function enter(me) {
   $("login-view").hidden = true;
   $("app-view").hidden = false;
   $("user-label").textContent = `${me.user} · ${session.roles.join(", ")}`;
+  $("user-label").title = $("user-label").textContent; // the full roles when the label is cut short
   $("note-form").querySelector("button").disabled = !canWrite();
   $("tab-audit").hidden = !canAudit();
   $("tab-users").hidden = !canManageUsers();
@@ -212,8 +222,11 @@ async function enter(me) {
   operations ??= initOperationsPages({ canWrite, canConfigure, guarded, openSwitch: (name) => openSwitchingDialog(name), switchNames: () => [...switchIds.keys()] });
   outagePages ??= initOutagePages({ canWrite, guarded });
   derPage ??= initDerPage({ canConfigure, guarded });
+  anmPanel ??= initAnmPanel();
+  congestionPage ??= initCongestionPage({ guarded });
   showPage("network");
   network ??= new NetworkView($("network-canvas"), { onSelect: (hit) => selectElement(hit?.id ?? null), onHover: showTip });
+  hostingMap ??= initHostingMap({ network, canConfigure, guarded, nodeName: (id) => gridView.names.get(id) ?? `node ${id}` });
   $("network-canvas").addEventListener("firstdraw", () => { timing.firstDraw = performance.now(); }, { once: true });
   $("network-canvas").addEventListener("drawn", () => {
     const now = Date.now() / 1000;
@@ -327,7 +340,11 @@ function showPage(page) {
   if (page === "plans") operations?.loadPlans();
   if (page === "outages") outagePages?.loadOutages();
   if (page === "reliability") outagePages?.loadReliability();
-  if (page === "der") derPage?.load();
+  if (page === "der") {
+    derPage?.load();
+    anmPanel?.load();
+  }
+  if (page === "congestion") congestionPage?.load();
 }
 
 document.querySelectorAll(".tabs [role=tab]").forEach((tab) => tab.addEventListener("click", () => showPage(tab.dataset.page)));
@@ -341,8 +358,9 @@ function typingIn(el) {
 document.addEventListener("keydown", (e) => {
   const typing = typingIn(document.activeElement);
   if (typing || e.ctrlKey || e.metaKey || e.altKey || $("app-view").hidden || document.querySelector("dialog[open]")) return;
-  const pages = { 1: "network", 2: "alarms", 3: "log", 4: "audit", 5: "users", 6: "diagram", 7: "switching", 8: "flisr", 9: "plans", o: "outages", r: "reliability", d: "der" };
+  const pages = { 1: "network", 2: "alarms", 3: "log", 4: "audit", 5: "users", 6: "diagram", 7: "switching", 8: "flisr", 9: "plans", o: "outages", r: "reliability", d: "der", c: "congestion" };
   if (pages[e.key] && !$(`tab-${pages[e.key]}`).hidden) { showPage(pages[e.key]); e.preventDefault(); }
+  if (e.key === "h" && !$("page-network").hidden) { hostingMap?.toggle(); e.preventDefault(); }
 });
 $("alarm-banner-go").addEventListener("click", () => showPage("alarms"));
 $("flisr-banner-go").addEventListener("click", () => showPage("flisr"));
@@ -397,7 +415,7 @@ function showTip(hit, x, y) {
   if (!hit) { tip.hidden = true; return; }
   const v = network.valuesOf(hit.id);
   const extra = v.u_pu !== undefined ? ` · ${fmt(v.u_pu, 3)} p.u.` : v.loading !== undefined ? ` · ${fmt(v.loading * 100, 0)} %` : v.closed !== undefined ? ` · ${v.closed ? "closed" : "OPEN"}` : "";
-  tip.textContent = `${hit.type} ${hit.name}${extra}`;
+  tip.textContent = `${hit.type} ${hit.name}${extra}${hit.type === "node" ? hostingMap?.tip(hit.id) ?? "" : ""}`;
   tip.style.left = `${x + 14}px`;
   tip.style.top = `${y + 10}px`;
   tip.hidden = false;
@@ -426,9 +444,11 @@ async function selectElement(id, { centre = false } = {}) {
     currentElement = null;
     trend?.stop();
     network.select(null);
+    hostingMap?.showNode(null);
     return;
   }
   network.select(id, { centre });
+  hostingMap?.showNode(gridView.nodes.has(id) ? id : null);
   let el;
   try {
     el = await api(`/api/grid/elements/${id}`);

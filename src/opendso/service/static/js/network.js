@@ -99,6 +99,20 @@ export class NetworkView {
     this.requestDraw();
   }
 
+  /**
+   * A colour layer over the nodes (the hosting-capacity map, hostingmap.js): ``bins[k]`` lists the
+   * node rows drawn in ``palette[k]``, ``restRows`` those drawn in ``rest`` (not in the layer).
+   * null returns to the voltage colours. ``nodeRow(id)`` gives a node's row.
+   */
+  setNodeLayer(layer) {
+    this.nodeLayer = layer;
+    this.requestDraw();
+  }
+
+  nodeRow(id) {
+    return this.nodeIndex?.get(id);
+  }
+
   marks() {
     const m = this.markRows ?? { faulted: [], earthed: [], tags: [] };
     return { faulted: m.faulted.length, earthed: m.earthed.length, tags: m.tags.length };
@@ -436,13 +450,16 @@ export class NetworkView {
       ctx.stroke();
     }
 
-    // nodes, one path per colour bin
-    const r = Math.max(1.2, Math.min(4.5, scale * (this.bounds.maxX - this.bounds.minX) / Math.sqrt(this.n + 1) / 6));
+    // nodes, one path per colour bin (of the voltage, or of a node layer drawn a little larger)
+    const layer = this.nodeLayer;
+    const r = Math.max(1.2, Math.min(4.5, scale * (this.bounds.maxX - this.bounds.minX) / Math.sqrt(this.n + 1) / 6)) + (layer ? 1 : 0);
     let nodesDrawn = 0;
-    for (let bin = 0; bin < BINS + 2; bin++) {
-      const list = this.nodeBins[bin];
+    const nodeBins = layer ? [...layer.bins, layer.restRows] : this.nodeBins;
+    for (let bin = 0; bin < nodeBins.length; bin++) {
+      const list = nodeBins[bin];
       if (!list.length) continue;
-      ctx.fillStyle = bin === BINS ? DEAD : bin === BINS + 1 ? "#8a93a0" : VOLTAGE_PALETTE[bin];
+      if (layer) ctx.fillStyle = bin < layer.bins.length ? layer.palette[bin] : layer.rest;
+      else ctx.fillStyle = bin === BINS ? DEAD : bin === BINS + 1 ? "#8a93a0" : VOLTAGE_PALETTE[bin];
       ctx.beginPath();
       for (const i of list) {
         const x = X(i), y = Y(i);
