@@ -1,20 +1,26 @@
-"""Benchmark: time-series hosting capacity on Dask (1, 2, 4 workers) beside a pandapower loop.
+"""Benchmark: a year of hosting capacity at every node of an MV+LV grid on Dask (1, 2, 4 workers); a pandapower loop.
 
-- ``opendso``: :func:`opendso.calc.hc_dask.run_hosting_capacity` on SimBench 1-MVLV-rural-all
-  (MV + LV, about 5,500 nodes) for a sample of nodes spread over the grid and the first day of the
-  profiles, on a LocalCluster of 1, 2 and 4 worker processes (one thread each); the figure is
-  nodes x steps per second (both directions, generation and load, to 1 % or 10 kW), and the
-  speed-up against one worker. The results must be identical for every worker count.
-- a year on a small grid: every node of 1-LV-rural1 over all 35,136 steps on 2 workers.
-- ``pandapower``: the same study written as a plain loop (bracket x4, bisection, one ``runpp``
-  per step with early exit at the first violating step; transformer loading power-based as
-  power-grid-model's) for a sample of nodes spread over the grid (MV and LV) over the first steps,
-  side by side with OpenDSO on exactly the same nodes and steps (one worker): the sizes of both
-  (which must agree within the two searches' accuracy, 1 % or 10 kW each), the time and the nodes
-  x steps per second of each.
+- ``year``: :func:`opendso.calc.hc_dask.run_hosting_capacity` at every node (225) of the demo grid
+  (SimBench 1-MVLV-semiurb-5.220-0-sw, MV + LV, 227 nodes) over the whole year of profiles (35,136
+  quarter-hours), generation and load, to 1 % or 10 kW, with the margin filter
+  (:data:`opendso.calc.hosting_capacity.MARGIN_FILTER`), on a LocalCluster of 1, 2 and 4 worker
+  processes (one thread each): the time, nodes x steps per second and the speed-up against one
+  worker. The results must be identical for every worker count.
+- ``filter``: the margin filter against the exact every-step check, over the same year, for a
+  sample of MV and LV nodes in this process: both answers (which must agree within the stated
+  accuracy: the two searches may meet different violating steps first), the filtered answers
+  judged at every step by power flows (:func:`opendso.calc.hosting_capacity.verify_every_step`:
+  each must hold), both times, and the share of (node, step) checks the filter left to a power
+  flow.
+- ``pandapower``: the same study written as a plain loop (bracket x4, bisection, one ``runpp`` per
+  step with early exit at the first violating step; transformer loading power-based as
+  power-grid-model's) for a sample of nodes of SimBench 1-MVLV-rural-all (MV and LV) over the
+  first steps, side by side with OpenDSO on exactly the same nodes and steps (one worker, exact
+  check): the sizes of both (which must agree within the two searches' accuracy, 1 % or 10 kW
+  each), the time and the nodes x steps per second of each.
 
-Run ``python benchmarks/bench_hosting.py`` (``--quick`` for a smoke run). Stays under 6 minutes on
-2 cores.
+Run ``python benchmarks/bench_hosting.py`` (``--quick`` for a smoke run: two days instead of the
+year). About 10 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import numpy as np
 from _util import Target, fmt_ratio, fmt_s, print_table, quiet_warnings, write_report
 
 MVLV = "simbench:1-MVLV-rural-all-0-sw"
-LV = "simbench:1-LV-rural1--0-sw"
+DEMO = "SimBench 1-MVLV-semiurb-5.220-0-sw"
 
 
 def simbench_net(code: str) -> Any:
@@ -104,35 +110,15 @@ def pandapower_loop(grid: Any, base: Any, node_name: str, steps: int, u_min: flo
     return {"seconds": time.perf_counter() - t0, "runs": runs, **sizes}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the hosting-capacity measurements and print them."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer nodes and steps")
-    parser.add_argument("--json", help="write the targets to this file (for run_all.py)")
-    args = parser.parse_args(argv)
-    quiet_warnings()
-    import os
-
-    # dask's INFO lines and the shutdown-race heartbeat errors of worker processes stay out of the report
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
-
-    from opendso.calc.hc_dask import run_hosting_capacity
-    from opendso.calc.hosting_capacity import resolve_nodes
-    from opendso.grid import load_grid
-
-    n_nodes, steps, pp_steps, pp_nodes = (4, 24, 4, 1) if args.quick else (12, 96, 8, 3)
-    grid = load_grid(MVLV)
-    ids = resolve_nodes(grid, None)
-    sample_ids = ids[np.linspace(0, ids.size - 1, n_nodes).astype(int)]
-    names = [str(n) for n in grid.names_of("node")[grid.node_positions(sample_ids)]]
-
-    rows: list[list[str]] = []
-    info: list[list[str]] = []
-    targets: list[Target] = []
-    times: dict[int, float] = {}
-    answers: dict[int, Any] = {}
+def year_study(grid: Any, steps: int, margin_filter: float) -> tuple[list[list[str]], dict[int, float], bool]:
+    """Every node of ``grid`` over ``steps`` steps on 1, 2 and 4 worker processes: table rows, times, identical."""
     from dask.distributed import Client, LocalCluster
 
+    from opendso.calc.hc_dask import run_hosting_capacity
+
+    rows: list[list[str]] = []
+    times: dict[int, float] = {}
+    answers: dict[int, Any] = {}
     for workers in (1, 2, 4):
         t_start = time.perf_counter()
         with (
@@ -145,29 +131,96 @@ def main(argv: list[str] | None = None) -> int:
             client.run(lambda: __import__("opendso.calc.hosting_capacity"))  # imports paid before the clock
             start_s = time.perf_counter() - t_start
             t0 = time.perf_counter()
-            result = run_hosting_capacity(grid, nodes=names, steps=steps, chunk_nodes=3, client=client)
+            result = run_hosting_capacity(grid, steps=steps, client=client, margin_filter=margin_filter)
             times[workers] = time.perf_counter() - t0
         answers[workers] = result.to_dict()
-        rate = n_nodes * steps / times[workers]
+        rate = len(result.nodes) * result.steps / times[workers]
         rows.append(
             [f"{workers}", fmt_s(start_s), fmt_s(times[workers]), f"{rate:,.0f}", fmt_ratio(times[1] / times[workers])]
         )
-    identical = answers[1] == answers[2] == answers[4]
+    return rows, times, answers[1] == answers[2] == answers[4]
+
+
+def filter_against_exact(grid: Any, names: list[str], steps: int, margin_filter: float) -> dict[str, Any]:
+    """The filtered and the exact study of ``names`` in this process: answers, times, share of steps judged."""
+    import logging
+    import re
+
+    from opendso.calc.hosting_capacity import hosting_capacity, verify_every_step
+
+    counts = [0, 0]
+
+    class Counter(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found = re.search(r"step_checks=(\d+) steps_skipped=(\d+)", record.getMessage())
+            if found:
+                counts[0] += int(found.group(1))
+                counts[1] += int(found.group(2))
+
+    # the exact study first: each pays for its own base case (the filter's keeps the phasors too)
+    t0 = time.perf_counter()
+    exact = hosting_capacity(grid, nodes=names, steps=steps, chunk_nodes=len(names))
+    exact_s = time.perf_counter() - t0
+    logger = logging.getLogger("opendso.calc.hosting_capacity")
+    handler = Counter(level=logging.DEBUG)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        t0 = time.perf_counter()
+        fast = hosting_capacity(grid, nodes=names, steps=steps, margin_filter=margin_filter, chunk_nodes=len(names))
+        fast_s = time.perf_counter() - t0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    return {
+        "verified": verify_every_step(grid, fast),
+        "fast": fast,
+        "exact": exact,
+        "fast_s": fast_s,
+        "exact_s": exact_s,
+        "judged": counts[0] / max(counts[0] + counts[1], 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the hosting-capacity measurements and print them."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="two days instead of the year, fewer nodes")
+    parser.add_argument("--json", help="write the targets to this file (for run_all.py)")
+    args = parser.parse_args(argv)
+    quiet_warnings()
+    import os
+
+    # dask's INFO lines and the shutdown-race heartbeat errors of worker processes stay out of the report
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
+
+    from opendso.calc.hc_dask import run_hosting_capacity
+    from opendso.calc.hosting_capacity import MARGIN_FILTER, resolve_nodes
+    from opendso.grid import load_grid
+
+    year_steps, pp_steps, pp_nodes = (192, 4, 1) if args.quick else (None, 8, 3)
+    rows: list[list[str]] = []
+    info: list[list[str]] = []
+    targets: list[Target] = []
+
+    # 1. the year at every node of the demo MV+LV grid, on 1, 2 and 4 workers
+    demo = load_grid("demo")
+    assert demo.profiles is not None
+    steps = demo.profiles.steps if year_steps is None else year_steps
+    ids = resolve_nodes(demo, None)
+    rows, times, identical = year_study(demo, steps, MARGIN_FILTER)
+    scope = f"every node ({ids.size}) x {steps:,} steps"
     print_table(
-        f"hosting capacity, {MVLV} ({grid.count('node')} nodes): {n_nodes} sampled nodes x {steps} steps, "
-        "generation and load, on a LocalCluster of worker processes",
+        f"hosting capacity, demo grid ({DEMO}, {demo.count('node')} nodes, MV+LV): {scope}, generation and "
+        f"load to 1 % or 10 kW, margin filter {MARGIN_FILTER}, on a LocalCluster of worker processes",
         ["workers", "cluster start", "study time", "nodes x steps / s", "speed-up"],
         rows,
     )
     print(f"identical results with 1, 2, 4 workers: {identical}\n")
     best = min(times.values())
-    info.append(
-        [
-            "hosting capacity nodes x steps / s (MVLV, best)",
-            f"{n_nodes * steps / best:,.0f}",
-            f"{n_nodes} nodes x {steps} steps",
-        ]
-    )
+    info.append(["hosting capacity, demo MV+LV grid, " + scope, fmt_s(best), "best of 1, 2, 4 workers"])
+    info.append(["hosting capacity nodes x steps / s (demo MV+LV, year, best)", f"{ids.size * steps / best:,.0f}", ""])
     info.append(
         [
             "hosting capacity Dask speed-up 2 / 4 workers",
@@ -177,8 +230,58 @@ def main(argv: list[str] | None = None) -> int:
     )
     targets.append(Target("hosting capacity identical with 1, 2, 4 workers", float(not identical), 0.0, "max", "count"))
 
-    # a sample of nodes, MV and LV, spread over the grid: the same study by OpenDSO and by a pandapower loop
-    pp_names = [names[i] for i in np.linspace(0, len(names) - 1, pp_nodes).astype(int)]
+    # 2. the margin filter against the exact every-step check, same steps, MV and LV nodes
+    sample = ids[np.linspace(0, ids.size - 1, 2 if args.quick else 4).astype(int)]
+    sample_names = [str(n) for n in demo.names_of("node")[demo.node_positions(sample)]]
+    check = filter_against_exact(demo, sample_names, steps, MARGIN_FILTER)
+    same = check["fast"].to_dict() == check["exact"].to_dict()
+    apart = 0.0  # the largest difference in units of the stated accuracy (1 % or 10 kW of the larger)
+    for f, e in zip(check["fast"].nodes, check["exact"].nodes, strict=True):
+        for key in ("generation_mw", "load_mw"):
+            a, b = getattr(f, key), getattr(e, key)
+            apart = max(apart, abs(a - b) / max(0.01 * max(a, b), 0.01))
+    broken = sum(not (g and ld) for g, ld in check["verified"])
+    print_table(
+        f"margin filter {MARGIN_FILTER} against the exact every-step check: {len(sample_names)} nodes x {steps:,} "
+        "steps, one process",
+        ["node", "gen MW filter", "gen MW exact", "load MW filter", "load MW exact", "filtered holds at every step"],
+        [
+            [
+                f.node,
+                f"{f.generation_mw:.3f}",
+                f"{e.generation_mw:.3f}",
+                f"{f.load_mw:.3f}",
+                f"{e.load_mw:.3f}",
+                f"{'yes' if g else 'NO'} / {'yes' if ld else 'NO'}",
+            ]
+            for f, e, (g, ld) in zip(check["fast"].nodes, check["exact"].nodes, check["verified"], strict=True)
+        ],
+    )
+    print(
+        f"identical: {same}; largest difference {apart:.2f} x the stated accuracy (<= 1 agrees); "
+        f"time {fmt_s(check['fast_s'])} with the filter, {fmt_s(check['exact_s'])} exact "
+        f"({fmt_ratio(check['exact_s'] / check['fast_s'])}); the filter judged "
+        f"{100 * check['judged']:.1f} % of the (node, step) checks by a power flow\n"
+    )
+    targets.append(
+        Target(
+            "hosting capacity margin filter: answers failing the every-step check", float(broken), 0.0, "max", "count"
+        )
+    )
+    targets.append(Target("hosting capacity margin filter against the exact check", apart, 1.0, "max", "x"))
+    info.append(
+        [
+            "hosting capacity margin filter speed-up over the exact every-step check",
+            fmt_ratio(check["exact_s"] / check["fast_s"]),
+            f"{len(sample_names)} nodes x {steps:,} steps, {100 * check['judged']:.1f} % of checks solved",
+        ]
+    )
+
+    # 3. a sample of nodes, MV and LV, spread over another MV+LV grid: OpenDSO beside a pandapower loop
+    grid = load_grid(MVLV)
+    mvlv_ids = resolve_nodes(grid, None)
+    pp_ids = mvlv_ids[np.linspace(0, mvlv_ids.size - 1, pp_nodes).astype(int)]
+    pp_names = [str(n) for n in grid.names_of("node")[grid.node_positions(pp_ids)]]
     ours_t0 = time.perf_counter()
     ours = run_hosting_capacity(
         grid, nodes=pp_names, steps=pp_steps, workers=1, processes=False, chunk_nodes=len(pp_names)
@@ -206,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     print_table(
-        f"{len(pp_names)} sampled nodes x {pp_steps} steps, generation and load: OpenDSO beside a pandapower loop",
+        f"{MVLV} ({grid.count('node')} nodes): {len(pp_names)} sampled nodes x {pp_steps} steps, generation and "
+        "load: OpenDSO beside a pandapower loop",
         ["node", "gen MW opendso", "gen MW pandapower", "load MW opendso", "load MW pandapower", "pp power flows"],
         rows_pp,
     )
@@ -216,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         f"the same study ({len(pp_names)} nodes x {pp_steps} steps) side by side",
         ["side", "time", "power flows", "nodes x steps / s"],
         [
-            ["opendso (1 worker, batched)", fmt_s(ours_s), "batched", f"{ours_rate:,.2f}"],
+            ["opendso (1 worker, batched, exact check)", fmt_s(ours_s), "batched", f"{ours_rate:,.2f}"],
             ["pandapower loop", fmt_s(pp_s), str(pp_runs), f"{pp_rate:,.2f}"],
         ],
     )
@@ -227,30 +331,6 @@ def main(argv: list[str] | None = None) -> int:
             "hosting capacity OpenDSO / pandapower loop, same nodes and steps",
             fmt_ratio(ours_rate / pp_rate),
             f"{len(pp_names)} nodes x {pp_steps} steps, 1 worker",
-        ]
-    )
-    info.append(
-        [
-            "hosting capacity OpenDSO (Dask, best) / pandapower loop",
-            fmt_ratio(n_nodes * steps / best / pp_rate),
-            "nodes x steps per second",
-        ]
-    )
-
-    t0 = time.perf_counter()
-    lv = load_grid(LV)
-    year = run_hosting_capacity(lv, workers=2, processes=True, chunk_nodes=2, steps=2 * 96 if args.quick else None)
-    year_s = time.perf_counter() - t0
-    year_rate = len(year.nodes) * year.steps / year_s
-    print(
-        f"{LV}: every node ({len(year.nodes)}) x {year.steps} steps on 2 workers in {fmt_s(year_s)}: "
-        f"{year_rate:,.0f} nodes x steps / s\n"
-    )
-    info.append(
-        [
-            f"hosting capacity, every node x {year.steps} steps, 1-LV-rural1, 2 workers",
-            fmt_s(year_s),
-            f"{year_rate:,.0f} nodes x steps / s",
         ]
     )
     write_report(args.json, "hosting", targets, info)

@@ -167,6 +167,15 @@ def test_cli_json_contract(capsys: pytest.CaptureFixture[str], grid: Grid) -> No
         assert 0 <= record[key]["step"] < 4
 
 
+def test_cli_margin_filter_gives_the_exact_answer_on_a_small_grid(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--margin-filter`` skips steps, not answers: the same JSON as the exact study here."""
+    argv = ["hosting-capacity", LV, "--steps", "96", "--workers", "1", "--quiet", "--json"]
+    assert main(argv) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--margin-filter", "0.02"]) == 0
+    assert json.loads(capsys.readouterr().out) == exact
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
@@ -175,6 +184,8 @@ def test_cli_json_contract(capsys: pytest.CaptureFixture[str], grid: Grid) -> No
         (["--u-min", "1.2"], "--u-min"),
         (["--scheduler", "http://example"], "--scheduler"),
         (["--workers", "0"], "--workers"),
+        (["--margin-filter", "-1"], "margin filter"),
+        (["--margin-filter", "nan"], "margin filter"),
     ],
 )
 def test_cli_bad_input_exits_2_naming_it(capsys: pytest.CaptureFixture[str], argv: list[str], named: str) -> None:

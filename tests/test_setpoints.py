@@ -207,6 +207,29 @@ async def test_refresh_writes_before_the_watchdog_and_retries_what_failed(grid: 
 
 
 @pytest.mark.asyncio
+async def test_heartbeats_stay_out_of_the_event_log_unless_they_fail(grid: Grid, tmp_path: Path) -> None:
+    """A refresh of the value in force feeds the watchdog; only changes and failed writes are events."""
+    t = Twin(grid, tmp_path)
+    assert t.historian is not None
+    try:
+        await t.arbiter.submit(t.request(ANM, 1000.0))
+        for k in range(1, 4):  # three heartbeats, each sent to the field
+            t.now = T0 + timedelta(seconds=20 * k)
+            [beat] = await t.arbiter.refresh()
+            assert (beat.status, beat.sent_w) == ("sent", 1000.0)
+        assert len(t.sent) == 4
+        assert [e.kind for e in t.historian.events.find(kind_prefix="setpoint.")] == ["setpoint.completed"]
+        t.field_outcome = CommandOutcome.NO_RESPONSE  # a heartbeat the DER does not answer is recorded
+        t.now = T0 + timedelta(seconds=80)
+        [lost] = await t.arbiter.refresh()
+        assert lost.status == "failed"
+        kinds = [e.kind for e in t.historian.events.find(kind_prefix="setpoint.")]
+        assert kinds == ["setpoint.completed", "setpoint.no_response"]
+    finally:
+        t.historian.close()
+
+
+@pytest.mark.asyncio
 async def test_a_rise_ramps_and_refresh_continues_it(grid: Grid) -> None:
     t = Twin(grid, config=SetpointGateConfig(ramp_up_w_per_s=100.0))
     down = await t.arbiter.submit(t.request(ANM, 0.0))

@@ -31,6 +31,7 @@ import numpy as np
 from opendso.calc.hosting_capacity import (
     HostingCapacityResult,
     NodeHostingCapacity,
+    check_margin_filter,
     check_steps,
     resolve_nodes,
     study_nodes,
@@ -74,16 +75,19 @@ def run_hosting_capacity(
     chunk_nodes: int = 8,
     progress: ProgressCallback | None = None,
     client: Any = None,
+    margin_filter: float | None = None,
 ) -> HostingCapacityResult:
     """Return the hosting capacity of ``nodes`` (every energised node when None), the study run on Dask.
 
     Results come back in the order of the requested nodes (the grid's node order without
-    ``nodes``). Raises :class:`~opendso.errors.InputError` for bad input (unknown node, no
-    profiles, a scheduler address that is not ``tcp://``/``tls://``) and
+    ``nodes``). ``margin_filter`` (None: every step judged by a power flow) is the optional step
+    filter of :mod:`opendso.calc.hosting_capacity`. Raises :class:`~opendso.errors.InputError`
+    for bad input (unknown node, no profiles, a scheduler address that is not ``tcp://``/``tls://``) and
     :class:`~opendso.errors.CalculationError` when a task fails.
     """
     limits = limits or ViolationLimits()
     n_steps = check_steps(grid, steps)
+    check_margin_filter(margin_filter)
     ids = resolve_nodes(grid, nodes)
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}: must be at least 1")
@@ -96,7 +100,7 @@ def run_hosting_capacity(
         return HostingCapacityResult(
             grid=grid.name,
             steps=n_steps,
-            nodes=_gather(client, grid, ids, chunks, n_steps, limits, progress),
+            nodes=_gather(client, grid, ids, chunks, n_steps, limits, progress, margin_filter),
             limits=limits,
         )
     cluster: Any = None
@@ -121,7 +125,7 @@ def run_hosting_capacity(
             cluster.close()
             raise
     try:
-        nodes_found = _gather(own, grid, ids, chunks, n_steps, limits, progress)
+        nodes_found = _gather(own, grid, ids, chunks, n_steps, limits, progress, margin_filter)
     finally:
         own.close()
         if cluster is not None:
@@ -137,6 +141,7 @@ def _gather(
     n_steps: int,
     limits: ViolationLimits,
     progress: ProgressCallback | None,
+    margin_filter: float | None = None,
 ) -> tuple[NodeHostingCapacity, ...]:
     """Submit one task per chunk, collect the records as they finish, return them in ``ids`` order."""
     from dask.distributed import as_completed
@@ -145,7 +150,10 @@ def _gather(
     remote_grid = client.scatter(grid, broadcast=True)
     # one thread per worker: power-grid-model runs each batch sequentially, the parallelism is Dask's
     futures = [
-        client.submit(study_nodes, remote_grid, chunk, n_steps, limits, threading=-1, pure=False) for chunk in chunks
+        client.submit(
+            study_nodes, remote_grid, chunk, n_steps, limits, threading=-1, margin_filter=margin_filter, pure=False
+        )
+        for chunk in chunks
     ]
     done = 0
     if progress is not None:

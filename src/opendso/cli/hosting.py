@@ -39,6 +39,9 @@ def cmd_hosting_capacity(args: argparse.Namespace) -> int:
         for name in list(logging.root.manager.loggerDict):
             if name == "distributed" or name.startswith("distributed."):
                 logging.getLogger(name).setLevel(logging.WARNING)
+    from opendso.calc.hosting_capacity import check_margin_filter
+
+    check_margin_filter(args.margin_filter)  # before the grid loads: a bad value exits 2 at once
     grid = load_valid_grid(args.grid)
     limits = ViolationLimits(u_min_pu=args.u_min, u_max_pu=args.u_max, loading_max=args.loading_max)
     with progress(not args.quiet, "hosting capacity (nodes)") as update:
@@ -50,6 +53,7 @@ def cmd_hosting_capacity(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             workers=args.workers,
             progress=update,
+            margin_filter=args.margin_filter,
         )
     if args.geojson:
         from opendso.calc.hosting_capacity import hosting_geojson
@@ -90,6 +94,13 @@ def register(sub: Subparsers, settings: Settings) -> None:
         "--scheduler", metavar="ADDR", help="Dask scheduler address (tcp://host:8786); default a LocalCluster"
     )
     p.add_argument("--workers", type=int, help="workers of the LocalCluster (default 1)")
+    p.add_argument(
+        "--margin-filter",
+        type=float,
+        metavar="ALLOWANCE",
+        help="skip steps whose fitted margin exceeds this share of the change (e.g. 0.02, see the README;"
+        " default: every step judged by a power flow)",
+    )
     p.add_argument("--geojson", metavar="FILE", help="also write the study as GeoJSON (Points at the nodes) for GIS")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -237,6 +237,8 @@ class SetpointArbiter:
             "requests": {s.value: r.as_dict() for s, r in requests.items()},
             "decision": decision.as_dict(),
         }
+        # a heartbeat (the value in force written again for the watchdog) is not an event of its own
+        heartbeat = sent is not None and sent.ok and abs(sent.value_w - value) <= 1e-9 * max(1.0, value)
         result = await self.dispatcher.dispatch_setpoint(
             point,
             value,
@@ -245,6 +247,7 @@ class SetpointArbiter:
             reason=reason,
             details=details,
             tolerance=self.tolerance_w,
+            record=not heartbeat,
         )
         return self._finish(point, value, result, limit, owner, source, now)
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -83,6 +84,8 @@ __all__ = [
     "route_by_point_map",
     "route_setpoints_by_point_map",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The status of an outcome that was proposed to an operator instead of sent (FLISR's advisory fallback).
 ADVISORY = "advisory"
@@ -405,13 +408,16 @@ class SwitchingDispatcher:
         details: Mapping[str, Any] | None = None,
         tolerance: float | None = None,
         select_before_operate: bool | None = None,
+        record: bool = True,
     ) -> CommandResult:
         """Send set-point ``value`` to ``point``, which a gate of the caller's already allowed; log and audit it.
 
         The set-point arbiter (:class:`~opendso.operations.setpoints.arbiter.SetpointArbiter`) is
         the caller: its gate decided, this sends, under the dispatcher's lock. A point no adapter
         writes is refused (nothing sent). ``details`` (the arbiter's decision and the requests
-        merged) go into the event (``setpoint.<outcome>``) and the audit record.
+        merged) go into the event (``setpoint.<outcome>``) and the audit record. ``record=False``
+        (a heartbeat: the value in force written again to feed the DER's watchdog) leaves the event
+        log and the audit trail out unless the write does not complete.
         """
         path = CommandPath(path)
         async with self._lock():
@@ -439,7 +445,10 @@ class SwitchingDispatcher:
                 "result": result.as_dict(),
                 **dict(details or {}),
             }
-            await asyncio.to_thread(self._record_setpoint, body)
+            if record or not result.completed:
+                await asyncio.to_thread(self._record_setpoint, body)
+            else:
+                log.debug("event=setpoint_heartbeat point=%s value=%g", point, value)
             return result
 
     def _record_setpoint(self, body: dict[str, Any]) -> None:
