@@ -69,9 +69,10 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
-from power_grid_model import CalculationMethod, LoadGenType, PowerGridModel, initialize_array
+from power_grid_model import CalculationMethod, PowerGridModel
 from power_grid_model.errors import PowerGridError
 
+from opendso.calc.powerflow import with_probe_loads
 from opendso.calc.timeseries import LOADING_COMPONENTS, ViolationLimits
 from opendso.errors import CalculationError, InputError
 from opendso.grid.model import Grid
@@ -419,17 +420,7 @@ class _Study:
         self.node_ids = ids
         self.checked = 0  # (node, step) scenarios judged by the every-step checks
         self.skipped = 0  # ... and skipped by the margin filter
-        data = grid.pgm_input()
-        probes = initialize_array("input", "sym_load", ids.size)
-        probes["id"] = np.arange(grid.max_id + 1, grid.max_id + 1 + ids.size)
-        probes["node"] = ids
-        probes["status"] = 1
-        probes["type"] = LoadGenType.const_power
-        probes["p_specified"] = 0.0
-        probes["q_specified"] = 0.0
-        self.probe_ids = probes["id"].astype(np.int32)
-        base_loads = data.get("sym_load", initialize_array("input", "sym_load", 0))
-        data["sym_load"] = np.concatenate([base_loads, probes])
+        data, self.probe_ids = with_probe_loads(grid, ids)
         self.model = PowerGridModel(data, system_frequency=grid.frequency_hz)
         self.node_rows = grid.node_positions(ids)
         node = grid.component("node")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from power_grid_model import CalculationMethod, PowerGridModel
+from power_grid_model import CalculationMethod, LoadGenType, PowerGridModel, initialize_array
 from power_grid_model.errors import PowerGridError
 
 from opendso.grid.model import Grid
@@ -118,6 +118,26 @@ class PowerFlowResult:
             ]
         out["branches"] = branch_records(self.grid, self.output, symmetric=self.symmetric)
         return out
+
+
+def with_probe_loads(grid: Grid, node_ids: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The grid's power-grid-model input plus one zero constant-power ``sym_load`` per node of ``node_ids``.
+
+    Returns the input data and the probe loads' ids (int32, after ``grid.max_id``), in the order
+    of ``node_ids``: a batch update of their ``p_specified`` adds load (or, negative, generation)
+    at those nodes, which is how hosting capacity and sensitivities probe the network.
+    """
+    data = dict(grid.pgm_input())
+    probes = initialize_array("input", "sym_load", node_ids.size)
+    probes["id"] = np.arange(grid.max_id + 1, grid.max_id + 1 + node_ids.size)
+    probes["node"] = node_ids
+    probes["status"] = 1
+    probes["type"] = LoadGenType.const_power
+    probes["p_specified"] = 0.0
+    probes["q_specified"] = 0.0
+    base = data.get("sym_load", initialize_array("input", "sym_load", 0))
+    data["sym_load"] = np.concatenate([base, probes])
+    return data, probes["id"].astype(np.int32)
 
 
 def branch_records(grid: Grid, output: dict[str, np.ndarray], *, symmetric: bool) -> list[dict[str, Any]]:

@@ -56,9 +56,10 @@ from typing import Any, Literal, cast
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from power_grid_model import CalculationMethod, LoadGenType, PowerGridModel, initialize_array
+from power_grid_model import CalculationMethod, PowerGridModel
 from power_grid_model.errors import PowerGridError
 
+from opendso.calc.powerflow import with_probe_loads
 from opendso.calc.timeseries import ViolationLimits
 from opendso.errors import CalculationError, InputError
 from opendso.grid.model import Grid
@@ -422,19 +423,10 @@ class _Solver:
     def __init__(
         self, grid: Grid, elements: _Elements, threading: int, probe_nodes: npt.NDArray[np.int64] | None = None
     ):
-        data = dict(grid.pgm_input())
-        self.probe_ids = np.zeros(0, dtype=np.int32)
         if probe_nodes is not None and probe_nodes.size:
-            probes = initialize_array("input", "sym_load", probe_nodes.size)
-            probes["id"] = np.arange(grid.max_id + 1, grid.max_id + 1 + probe_nodes.size)
-            probes["node"] = probe_nodes
-            probes["status"] = 1
-            probes["type"] = LoadGenType.const_power
-            probes["p_specified"] = 0.0
-            probes["q_specified"] = 0.0
-            self.probe_ids = probes["id"].astype(np.int32)
-            base = data.get("sym_load", initialize_array("input", "sym_load", 0))
-            data["sym_load"] = np.concatenate([base, probes])
+            data, self.probe_ids = with_probe_loads(grid, probe_nodes)
+        else:
+            data, self.probe_ids = dict(grid.pgm_input()), np.zeros(0, dtype=np.int32)
         self.model = PowerGridModel(data, system_frequency=grid.frequency_hz)
         self.grid = grid
         self.elements = elements
