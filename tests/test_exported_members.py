@@ -7,6 +7,7 @@ import opendso.calc
 import opendso.der
 import opendso.grid
 import opendso.grid.io
+import opendso.markets
 import opendso.operations.setpoints
 import opendso.operations.switching
 import opendso.planning
@@ -90,6 +91,13 @@ EXPECTED = {
         "RequestStatus",
         "Transition",
         "read_der_csv",
+    },
+    opendso.markets: {
+        "CongestionPoint",
+        "FlexNeed",
+        "FlexOffer",
+        "FlexOption",
+        "ISP",
     },
     opendso.planning: {
         "BacktestResult",

@@ -34,6 +34,7 @@ _MODULES = {
     "runtime": "opendso.runtime",
     "demo": "opendso.demo",
     "service": "opendso.service.app",
+    "markets": "opendso.markets.model",
     "planning": "opendso.planning.model",
     "der": "opendso.der.registry",
     "operations": "opendso.operations.cycle",
@@ -54,6 +55,10 @@ _ALLOWED = [
     ("cli", "runtime"),
     ("runtime", "demo"),
     ("runtime", "service"),
+    ("service", "markets"),
+    ("markets", "planning"),
+    ("markets", "der"),
+    ("markets", "operations"),
     ("service", "planning"),
     ("planning", "der"),
     ("planning", "store"),
@@ -131,6 +136,9 @@ def test_the_allowed_imports_keep_every_contract(contracts: dict[str, Contract])
         ("operations", "der", "layers"),
         ("der", "planning", "layers"),  # the registry and ANM do not depend on forecasts
         ("planning", "service", "layers"),
+        ("planning", "markets", "layers"),  # forecasts do not depend on what the markets buy
+        ("der", "markets", "layers"),
+        ("markets", "service", "layers"),
         ("grid", "store", "layers"),  # grid and store are independent siblings
         ("store", "grid", "layers"),
         ("store", "operations", "layers"),
