@@ -68,6 +68,14 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "Volt/VAR optimisation (taps, DER Q; HiGHS) on SimBench MV grids beside a brute-force tap search",
     ),
     "anm": ("bench_anm.py", "active network management: decision time per cycle on SimBench MV grids"),
+    "uftp_selection": (
+        "bench_uftp_selection.py",
+        "UFTP day-ahead round, 10,000-node grid: sensitivities (vs pandapower), MILP selection of 1,000 offers",
+    ),
+    "openadr": (
+        "bench_openadr.py",
+        "one OpenADR 2.0b event to 1,000 VENs over mutual TLS until all opted in, beside plain openleadr",
+    ),
     "login_flood": (
         "bench_login_flood.py",
         "200 concurrent logins against opendso run: status latency, cycle time and memory, idle vs flood",

@@ -18,17 +18,15 @@ before the issue time, is 400 naming it.
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-import anyio
 from fastapi import APIRouter, Query, Request
 
 from opendso.calc.timeseries import ViolationLimits
 from opendso.errors import InputError
 from opendso.grid.model import Grid
+from opendso.service.routes.computed import cache_of, computed
 from opendso.service.routes.deps import RoomDep, ViewSession, query_time
 
 __all__ = ["CACHE_SECONDS", "router"]
@@ -38,52 +36,14 @@ router = APIRouter(tags=["congestion"])
 #: How long one computed forecast is served again for the same grid, parameters and issue time.
 CACHE_SECONDS = 300.0
 
-_STATE = threading.Lock()  # guards the creation of an app's cache only (taken on the event loop, briefly)
-
-
-class _Cache:
-    """The forecasts computed for one app: key -> (monotonic time, JSON dict).
-
-    ``lock`` lets one computation run at a time; other requests wait in their worker thread, then
-    find the result in the cache.
-    """
-
-    def __init__(self) -> None:
-        self.entries: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
-        self.lock = threading.Lock()
-
-
-def _cache_of(request: Request) -> _Cache:
-    state = request.app.state
-    with _STATE:
-        cache: _Cache | None = getattr(state, "congestion_cache", None)
-        if cache is None:
-            cache = state.congestion_cache = _Cache()
-    return cache
-
 
 def _compute(
-    cache: _Cache,
-    grid: Grid,
-    issued: datetime,
-    scenarios: int,
-    steps: int,
-    min_probability: float,
-    limits: ViolationLimits,
+    grid: Grid, issued: datetime, scenarios: int, steps: int, min_probability: float, limits: ViolationLimits
 ) -> dict[str, Any]:
     from opendso.planning.congestion import congestion_outlook
 
-    key = (id(grid), issued.isoformat(), scenarios, steps, min_probability, limits)
-    with cache.lock:
-        now = time.monotonic()
-        held = cache.entries.get(key)
-        if held is not None and now - held[0] < CACHE_SECONDS:
-            return held[1]
-        result = congestion_outlook(grid, issued, steps=steps, scenarios=scenarios, limits=limits)
-        payload = result.to_dict(min_probability=min_probability)
-        cache.entries = {k: v for k, v in cache.entries.items() if now - v[0] < CACHE_SECONDS}
-        cache.entries[key] = (time.monotonic(), payload)
-        return payload
+    result = congestion_outlook(grid, issued, steps=steps, scenarios=scenarios, limits=limits)
+    return result.to_dict(min_probability=min_probability)
 
 
 @router.get("/api/congestion")
@@ -113,5 +73,9 @@ async def congestion(
         now = room.clock()
         at = (simulator.simulated_time_at(now) or simulator.simulated_clock()) if simulator is not None else now
         at = issue_time_in_profiles(grid, at)
-    cache = _cache_of(request)
-    return await anyio.to_thread.run_sync(_compute, cache, grid, at, scenarios, steps, min_probability, limits)
+    key = (id(grid), at.isoformat(), scenarios, steps, min_probability, limits)
+    cache = cache_of(request, "congestion", CACHE_SECONDS)
+    return cast(
+        dict[str, Any],
+        await computed(cache, key, lambda: _compute(grid, at, scenarios, steps, min_probability, limits)),
+    )

@@ -14,6 +14,7 @@ import { initDerPage } from "./derpages.js";
 import { initAnmPanel } from "./anmpanel.js";
 import { initCongestionPage } from "./congestionpage.js";
 import { initHostingMap } from "./hostingmap.js";
+import { initFlexPage } from "./flexpage.js";
 import { openSwitchingDialog, setupSwitchingDialog } from "./switching.js";
 import { clockName, fmtMs, fmtTime, fmtWall, nowMs, setTimeBase, simulating, timeBase, timeTitle } from "./time.js";
 import { Trend } from "./trend.js";
@@ -46,6 +47,7 @@ let derPage = null; // the DER registry and connection queue (derpages.js)
 let anmPanel = null; // active network management on the DER page (anmpanel.js)
 let congestionPage = null; // the congestion forecast timeline (congestionpage.js)
 let hostingMap = null; // the hosting-capacity layer of the network map (hostingmap.js)
+let flexPage = null; // the Flexibility page and its envelope layer of the map (flexpage.js)
 let switchIds = new Map(); // switch name -> id
 // state-change-to-screen latency: server publish time (epoch s) of states not yet drawn, and samples (ms)
 const latency = { pending: [], samples: [] };
@@ -78,6 +80,7 @@ window.opendso = {
   hosting: () => hostingMap?.stats() ?? null,
   congestion: () => congestionPage?.data() ?? null,
   hostingLayer: (on) => hostingMap?.toggle(on),
+  flex: () => flexPage?.stats() ?? null,
 };
 
 // -- marks on the network picture: fault flags, FLISR's located sections, earths, tags --------------
@@ -345,6 +348,10 @@ function showPage(page) {
     anmPanel?.load();
   }
   if (page === "congestion") congestionPage?.load();
+  if (page === "flex") {
+    flexPage ??= initFlexPage({ network, canWrite, guarded, showPage, nodeIds: () => new Map([...gridView.nodes.values()].map((n) => [n.name, n.id])) });
+    flexPage.load();
+  }
 }
 
 document.querySelectorAll(".tabs [role=tab]").forEach((tab) => tab.addEventListener("click", () => showPage(tab.dataset.page)));
@@ -358,7 +365,7 @@ function typingIn(el) {
 document.addEventListener("keydown", (e) => {
   const typing = typingIn(document.activeElement);
   if (typing || e.ctrlKey || e.metaKey || e.altKey || $("app-view").hidden || document.querySelector("dialog[open]")) return;
-  const pages = { 1: "network", 2: "alarms", 3: "log", 4: "audit", 5: "users", 6: "diagram", 7: "switching", 8: "flisr", 9: "plans", o: "outages", r: "reliability", d: "der", c: "congestion" };
+  const pages = { 1: "network", 2: "alarms", 3: "log", 4: "audit", 5: "users", 6: "diagram", 7: "switching", 8: "flisr", 9: "plans", o: "outages", r: "reliability", d: "der", c: "congestion", f: "flex" };
   if (pages[e.key] && !$(`tab-${pages[e.key]}`).hidden) { showPage(pages[e.key]); e.preventDefault(); }
   if (e.key === "h" && !$("page-network").hidden) { hostingMap?.toggle(); e.preventDefault(); }
 });
