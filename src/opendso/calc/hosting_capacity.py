@@ -65,14 +65,13 @@ import threading as threading_module
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from power_grid_model import CalculationMethod, PowerGridModel
-from power_grid_model.errors import PowerGridError
 
-from opendso.calc.powerflow import with_probe_loads
+from opendso.calc.powerflow import batch_power_flow, with_probe_loads
 from opendso.calc.timeseries import LOADING_COMPONENTS, ViolationLimits
 from opendso.errors import CalculationError, InputError
 from opendso.grid.model import Grid
@@ -753,24 +752,16 @@ class _Study:
     def _call(
         self, batch: dict[str, dict[str, np.ndarray]], method: CalculationMethod, wanted: dict[str, Any]
     ) -> tuple[dict[str, Any], list[int]]:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = self.model.calculate_power_flow(
-                    symmetric=True,
-                    calculation_method=method,
-                    update_data=cast(Any, batch),
-                    threading=self.threading,
-                    error_tolerance=1e-8,
-                    max_iterations=30,
-                    output_component_types=cast(Any, wanted),
-                    continue_on_batch_error=True,
-                )
-        except PowerGridError as exc:
-            raise CalculationError(f"{self.grid.name}: hosting capacity: {type(exc).__name__}: {exc}") from exc
-        error = self.model.batch_error
-        failed = [] if error is None else sorted(int(s) for s in error.failed_scenarios)
-        return cast(dict[str, Any], out), failed
+        out, rows = batch_power_flow(
+            self.model,
+            batch,
+            output=wanted,
+            what=f"{self.grid.name}: hosting capacity",
+            method=method,
+            threading=self.threading,
+            tolerate_failures=True,
+        )
+        return out, [int(s) for s in rows]
 
     # -- the search ------------------------------------------------------------------------------
     def base_case(self) -> tuple[bool, HostingLimit | None]:

@@ -11,13 +11,16 @@ power-grid-model computes it; pandapower's equivalent is ``trafo_loading="power"
 from __future__ import annotations
 
 import enum
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from power_grid_model import CalculationMethod, LoadGenType, PowerGridModel, initialize_array
 from power_grid_model.errors import PowerGridError
 
+from opendso.errors import CalculationError
 from opendso.grid.model import Grid
 
 #: Branch-like components reported in results, with the kind reported for each.
@@ -118,6 +121,46 @@ class PowerFlowResult:
             ]
         out["branches"] = branch_records(self.grid, self.output, symmetric=self.symmetric)
         return out
+
+
+def batch_power_flow(
+    model: PowerGridModel,
+    update: Mapping[str, Any],
+    *,
+    output: Mapping[str, Any],
+    what: str,
+    method: CalculationMethod = CalculationMethod.newton_raphson,
+    threading: int = 0,
+    error_tolerance: float = 1e-8,
+    max_iterations: int = 30,
+    tolerate_failures: bool = False,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """One symmetric batch power flow of ``model`` over ``update``: (output, failed scenario rows).
+
+    ``output`` names the components and attributes wanted (power-grid-model's
+    ``output_component_types``). With ``tolerate_failures`` a scenario that does not converge is
+    listed in the failed rows (sorted, int64) and the others are solved; without it any failure,
+    like every other power-grid-model error, raises :class:`~opendso.errors.CalculationError`
+    naming ``what``. power-grid-model's warnings are silenced (the caller reports what failed).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = model.calculate_power_flow(
+                symmetric=True,
+                calculation_method=method,
+                update_data=cast(Any, update),
+                threading=threading,
+                error_tolerance=error_tolerance,
+                max_iterations=max_iterations,
+                output_component_types=cast(Any, output),
+                continue_on_batch_error=tolerate_failures,
+            )
+    except PowerGridError as exc:
+        raise CalculationError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    error = model.batch_error if tolerate_failures else None
+    failed = np.zeros(0, dtype=np.int64) if error is None else np.array(sorted(error.failed_scenarios), dtype=np.int64)
+    return cast(dict[str, Any], out), failed
 
 
 def with_probe_loads(grid: Grid, node_ids: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:

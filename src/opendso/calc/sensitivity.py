@@ -25,18 +25,16 @@ Branch order: every ``line`` in the grid's order, then every ``transformer`` (``
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from power_grid_model import CalculationMethod, DatasetType, PowerGridModel, power_grid_meta_data
-from power_grid_model.errors import PowerGridError
+from power_grid_model import DatasetType, PowerGridModel, power_grid_meta_data
 
-from opendso.calc.powerflow import with_probe_loads
-from opendso.errors import CalculationError, InputError
+from opendso.calc.powerflow import batch_power_flow, with_probe_loads
+from opendso.errors import InputError
 from opendso.grid.model import Grid
 
 __all__ = ["BRANCH_COMPONENTS", "MAX_BATCH_VALUES", "InjectionSensitivities", "injection_sensitivities"]
@@ -266,18 +264,7 @@ def _batch(
 def _solve(model: PowerGridModel, batch: dict[str, Any], branches: Sequence[str], grid: str) -> dict[str, Any]:
     wanted: dict[str, Any] = {"node": ["u_pu"]}
     wanted.update({c: ["loading"] for c in branches})
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = model.calculate_power_flow(
-                symmetric=True,
-                calculation_method=CalculationMethod.newton_raphson,
-                update_data=cast(Any, batch),
-                threading=0,
-                error_tolerance=1e-9,
-                max_iterations=30,
-                output_component_types=cast(Any, wanted),
-            )
-    except PowerGridError as exc:
-        raise CalculationError(f"{grid}: injection sensitivities: {type(exc).__name__}: {exc}") from exc
-    return cast(dict[str, Any], out)
+    out, _ = batch_power_flow(
+        model, batch, output=wanted, what=f"{grid}: injection sensitivities", error_tolerance=1e-9
+    )
+    return out

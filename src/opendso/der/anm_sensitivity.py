@@ -15,17 +15,16 @@ when it holds them; the switch states are the estimate's grid's.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from power_grid_model import CalculationMethod, LoadGenType, PowerGridModel
-from power_grid_model.errors import PowerGridError
+from power_grid_model import LoadGenType, PowerGridModel
 
-from opendso.errors import CalculationError, InputError
+from opendso.calc.powerflow import batch_power_flow
+from opendso.errors import InputError
 from opendso.grid.model import Grid
 
 __all__ = ["BRANCH_COMPONENTS", "Sensitivities", "branch_names", "export_sensitivities"]
@@ -100,21 +99,9 @@ def export_sensitivities(
         }
     else:
         update = {"sym_gen": {"id": np.zeros((1, 0), np.int32), "p_specified": np.zeros((1, 0))}}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = model.calculate_power_flow(
-                symmetric=True,
-                calculation_method=CalculationMethod.newton_raphson,
-                update_data=cast(Any, update),
-                threading=0,
-                error_tolerance=1e-9,
-                max_iterations=30,
-                output_component_types=cast(Any, wanted),
-            )
-    except PowerGridError as exc:
-        raise CalculationError(f"{grid.name}: ANM sensitivities: {type(exc).__name__}: {exc}") from exc
-    result = cast(dict[str, Any], out)
+    result, _ = batch_power_flow(
+        model, update, output=wanted, what=f"{grid.name}: ANM sensitivities", error_tolerance=1e-9
+    )
     u = np.asarray(result["node"]["u_pu"], dtype=np.float64)
     if branches:
         loading = np.concatenate([np.asarray(result[c]["loading"], dtype=np.float64) for c in branches], axis=1)

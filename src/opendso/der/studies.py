@@ -60,7 +60,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -68,10 +68,11 @@ from power_grid_model import CalculationMethod, LoadGenType, PowerGridModel, ini
 from power_grid_model.errors import PowerGridError
 
 from opendso.calc.hosting_capacity import NodeHostingCapacity, check_steps, hosting_capacity
+from opendso.calc.powerflow import batch_power_flow
 from opendso.calc.timeseries import LOADING_COMPONENTS, ViolationLimits
 from opendso.der.model import AccessPrinciple, AssetKind, DerAsset, RequestStatus
 from opendso.der.registry import DerRegistry
-from opendso.errors import CalculationError, InputError
+from opendso.errors import InputError
 from opendso.grid.model import Grid, ProfileAssignment, Profiles
 
 __all__ = [
@@ -461,25 +462,10 @@ class _Flows:
         for columns in batch.values():
             for key in list(columns):
                 columns[key] = np.ascontiguousarray(columns[key])
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = self.model.calculate_power_flow(
-                    symmetric=True,
-                    calculation_method=CalculationMethod.newton_raphson,
-                    update_data=cast(Any, batch),
-                    threading=0,
-                    error_tolerance=1e-8,
-                    max_iterations=30,
-                    output_component_types=cast(Any, self.wanted),
-                    continue_on_batch_error=True,
-                )
-        except PowerGridError as exc:
-            raise CalculationError(f"{self.grid.name}: connection study: {type(exc).__name__}: {exc}") from exc
-        result = cast(dict[str, Any], out)
-        error = self.model.batch_error
-        if error is not None and len(error.failed_scenarios):  # no solution: voltage collapse
-            failed = np.asarray(error.failed_scenarios, dtype=np.int64)
+        result, failed = batch_power_flow(
+            self.model, batch, output=self.wanted, what=f"{self.grid.name}: connection study", tolerate_failures=True
+        )
+        if failed.size:  # no solution: voltage collapse
             result["node"]["u_pu"][failed] = np.inf
             result["node"]["energized"][failed] = 1
         return result

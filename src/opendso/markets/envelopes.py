@@ -75,24 +75,22 @@ from __future__ import annotations
 import logging
 import math
 import time as timer
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import pairwise
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from power_grid_model import CalculationMethod, PowerGridModel
-from power_grid_model.errors import PowerGridError
 
-from opendso.calc.powerflow import with_probe_loads
+from opendso.calc.powerflow import batch_power_flow, with_probe_loads
 from opendso.calc.timeseries import LOADING_COMPONENTS, ViolationLimits
 from opendso.der.model import DerAsset
 from opendso.der.registry import DerRegistry
-from opendso.errors import CalculationError, InputError
+from opendso.errors import InputError
 from opendso.grid.model import Grid
 from opendso.planning.congestion import scenario_injections
 from opendso.planning.history import profile_times
@@ -540,26 +538,16 @@ class _Judge:
         self, update: dict[str, dict[str, FloatArray]], method: CalculationMethod
     ) -> tuple[dict[str, Any], npt.NDArray[np.int64]]:
         self.calls += 1
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = self.model.calculate_power_flow(
-                    symmetric=True,
-                    calculation_method=method,
-                    update_data=cast(Any, update),
-                    threading=self.threading,
-                    error_tolerance=1e-8,
-                    max_iterations=30,
-                    output_component_types=cast(Any, self.wanted),
-                    continue_on_batch_error=True,
-                )
-        except PowerGridError as exc:
-            raise CalculationError(f"{self.grid.name}: operating envelopes: {type(exc).__name__}: {exc}") from exc
-        error = self.model.batch_error
-        failed = (
-            np.zeros(0, dtype=np.int64) if error is None else np.array(sorted(error.failed_scenarios), dtype=np.int64)
+        out, failed = batch_power_flow(
+            self.model,
+            update,
+            output=self.wanted,
+            what=f"{self.grid.name}: operating envelopes",
+            method=method,
+            threading=self.threading,
+            tolerate_failures=True,
         )
-        return cast(dict[str, Any], out), failed
+        return out, failed
 
 
 def _quantile(what: str, value: float) -> float:

@@ -19,19 +19,17 @@ into) does not block trades that leave it as it is or relieve it.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from power_grid_model import CalculationMethod, PowerGridModel
-from power_grid_model.errors import PowerGridError
+from power_grid_model import PowerGridModel
 
-from opendso.calc.powerflow import with_probe_loads
+from opendso.calc.powerflow import batch_power_flow, with_probe_loads
 from opendso.calc.timeseries import ViolationLimits
-from opendso.errors import CalculationError, InputError
+from opendso.errors import InputError
 from opendso.grid.model import Grid
 
 __all__ = [
@@ -170,21 +168,9 @@ class InjectionCheck:
             }
         wanted: dict[str, Any] = {"node": ["u_pu", "energized"]}
         wanted.update({c: ["loading", "p_from", "q_from", "p_to", "q_to"] for c in self._components})
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = self._model.calculate_power_flow(
-                    symmetric=True,
-                    calculation_method=CalculationMethod.newton_raphson,
-                    update_data=cast(Any, update),
-                    threading=0,
-                    error_tolerance=1e-9,
-                    max_iterations=30,
-                    output_component_types=cast(Any, wanted),
-                )
-        except PowerGridError as exc:
-            raise CalculationError(f"{self.grid.name}: network check: {type(exc).__name__}: {exc}") from exc
-        res = cast(dict[str, Any], out)
+        res, _ = batch_power_flow(
+            self._model, update, output=wanted, what=f"{self.grid.name}: network check", error_tolerance=1e-9
+        )
 
         def cat(field: str) -> FloatArray:
             if not self._components:

@@ -47,7 +47,6 @@ from __future__ import annotations
 import logging
 import math
 import time as timer
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,11 +56,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from power_grid_model import CalculationMethod, PowerGridModel
-from power_grid_model.errors import PowerGridError
 
-from opendso.calc.powerflow import with_probe_loads
+from opendso.calc.powerflow import batch_power_flow, with_probe_loads
 from opendso.calc.timeseries import ViolationLimits
-from opendso.errors import CalculationError, InputError
+from opendso.errors import InputError
 from opendso.grid.model import Grid
 from opendso.planning.model import QuantileForecast, parse_target
 from opendso.planning.scenarios import GaussianCopula, comonotone_batches, fit_copula, scenario_batches
@@ -458,26 +456,16 @@ class _Solver:
     def _call(
         self, update: dict[str, dict[str, FloatArray]], method: CalculationMethod
     ) -> tuple[dict[str, Any], npt.NDArray[np.int64]]:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = self.model.calculate_power_flow(
-                    symmetric=True,
-                    calculation_method=method,
-                    update_data=cast(Any, update),
-                    threading=self.threading,
-                    error_tolerance=1e-8,
-                    max_iterations=30,
-                    output_component_types=cast(Any, self.wanted),
-                    continue_on_batch_error=True,
-                )
-        except PowerGridError as exc:
-            raise CalculationError(f"{self.grid.name}: congestion forecast: {type(exc).__name__}: {exc}") from exc
-        error = self.model.batch_error
-        failed = (
-            np.zeros(0, dtype=np.int64) if error is None else np.array(sorted(error.failed_scenarios), dtype=np.int64)
+        out, failed = batch_power_flow(
+            self.model,
+            update,
+            output=self.wanted,
+            what=f"{self.grid.name}: congestion forecast",
+            method=method,
+            threading=self.threading,
+            tolerate_failures=True,
         )
-        return cast(dict[str, Any], out), failed
+        return out, failed
 
 
 def _needed(
