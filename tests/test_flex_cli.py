@@ -104,3 +104,101 @@ def test_envelopes_without_aggregators_exit_2(tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     assert main(["flex", "envelopes", "--grid", GRID, "--issued", ISSUED, *data]) == 2
     assert "no connected asset with an aggregator" in capsys.readouterr().err
+
+
+# -- the local market's order book ---------------------------------------------------------------------------
+FEEDER = "LV1.101 Bus 4 / LV1.101 Line 3"
+BOOK_HEADER = "participant,node,side,energy_kwh,price_eur_per_kwh,interval"
+#: Sellers at the feeder's far end, buyers near the busbar, at a sunny noon: enough energy along the cable
+#: to overload it without the network check (test_local_market.py checks the approval with pandapower).
+BOOK = (
+    "s1,LV1.101 Bus 5,sell,60,0.04,2016-06-01T12:00:00Z",
+    "s2,LV1.101 Bus 6,sell,55,0.05,2016-06-01T12:00:00Z",
+    "b1,LV1.101 Bus 7,buy,60,0.25,2016-06-01T12:00:00Z",
+    "b2,LV1.101 Bus 12,buy,55,0.20,2016-06-01T12:00:00Z",
+    "s1,LV1.101 Bus 5,sell,5,0.04,2016-06-01T12:15:00+02:00",
+    "b1,LV1.101 Bus 7,buy,5,0.25,2016-06-01T12:15:00+02:00",
+)
+
+
+def _book(tmp_path: Path, rows: tuple[str, ...] | list[str], header: str = BOOK_HEADER) -> Path:
+    path = tmp_path / "orders.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_local_market_clears_approves_and_charges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _book(tmp_path, BOOK)
+    argv = ["flex", "local", "--grid", GRID, "--feeder", FEEDER, "--orders", str(path), "--json"]
+    assert main(argv) == 0
+    approved = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--no-approval"]) == 0
+    cleared = json.loads(capsys.readouterr().out)
+    assert [i["interval"] for i in approved["intervals"]] == ["2016-06-01T10:15:00Z", "2016-06-01T12:00:00Z"]
+    noon = approved["intervals"][1]
+    # bids 0.25/0.20 against asks 0.04/0.05: all 115 kWh cross; the k = 0.5 price lies between the marginal pair
+    assert cleared["intervals"][1]["cleared_kwh"] == pytest.approx(115.0)
+    assert cleared["intervals"][1]["approved_kwh"] == pytest.approx(115.0)
+    assert 0.05 <= noon["price_eur_per_kwh"] <= 0.20
+    assert noon["approved_kwh"] < noon["cleared_kwh"] - 1.0, "the cable would overload: some energy is curtailed"
+    assert any(t["refused_by"] for t in noon["trades"])
+    assert all(t["charge_eur"] > 0 for t in noon["trades"] if t["approved_kwh"] > 0)
+    assert main(argv[:-1]) == 0
+    assert "approved" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("rows", "header", "says"),
+    [
+        (BOOK, "participant,node,side,energy_kwh,price,interval", "'price': unknown column"),
+        (BOOK, "participant,node,side,energy_kwh,interval", "'price_eur_per_kwh': required column is missing"),
+        (["s1,LV1.101 Bus 5,sell,nan,0.04,2016-06-01T12:00:00Z"], BOOK_HEADER, "row 1, field 'energy_kwh'"),
+        (["s1,LV1.101 Bus 5,sell,-3,0.04,2016-06-01T12:00:00Z"], BOOK_HEADER, "row 1, field 'energy_kwh'"),
+        (["s1,LV1.101 Bus 5,sell,3,cheap,2016-06-01T12:00:00Z"], BOOK_HEADER, "row 1, field 'price_eur_per_kwh'"),
+        (["s1,LV1.101 Bus 5,sell,3,0.04,2016-06-01T12:00:00"], BOOK_HEADER, "row 1, field 'interval'"),
+        (["s1,LV1.101 Bus 5,sell,3,0.04,2016-06-01T12:05:00Z"], BOOK_HEADER, "quarter-hour"),
+        (["s1,LV1.101 Bus 5,hold,3,0.04,2016-06-01T12:00:00Z"], BOOK_HEADER, "row 1, field 'side'"),
+        (["s1,LV1.101 Bus 1,sell,3,0.04,2016-06-01T12:00:00Z"], BOOK_HEADER, "not a node of this market"),
+        (["s 1!,LV1.101 Bus 5,sell,3,0.04,2016-06-01T12:00:00Z"], BOOK_HEADER, "row 1, field 'participant'"),
+        ([*BOOK[:1], BOOK[0]], BOOK_HEADER, "row 2: s1 has a second sell order"),
+        (["s1,LV1.101 Bus 5,sell,3,0.04,2016-06-01T12:00:00Z,extra"], BOOK_HEADER, "more values than columns"),
+        ([], BOOK_HEADER, "has no data rows"),
+    ],
+)
+def test_bad_order_books_exit_2_naming_row_and_field(
+    tmp_path: Path, rows: list[str], header: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _book(tmp_path, rows, header)
+    assert main(["flex", "local", "--grid", GRID, "--feeder", FEEDER, "--orders", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert says in err
+    assert str(path) in err
+
+
+def test_hostile_order_book_files_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    binary = tmp_path / "orders.csv"
+    binary.write_bytes(BOOK_HEADER.encode() + b"\n\xff\xfe\x00garbage\n")
+    assert main(["flex", "local", "--grid", GRID, "--feeder", FEEDER, "--orders", str(binary)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    assert main(["flex", "local", "--grid", GRID, "--feeder", FEEDER, "--orders", str(tmp_path / "none.csv")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    big = tmp_path / "big.csv"
+    with big.open("w", encoding="utf-8") as f:
+        f.write(BOOK_HEADER + "\n")
+        line = BOOK[0] + "\n"
+        f.write(line * (20_000_000 // len(line) + 1))
+    assert main(["flex", "local", "--grid", GRID, "--feeder", FEEDER, "--orders", str(big)]) == 2
+    assert "larger than" in capsys.readouterr().err
+    quoted = _book(tmp_path, ['"s1,LV1.101 Bus 5,sell,3,0.04,2016-06-01T12:00:00Z'])
+    assert main(["flex", "local", "--grid", GRID, "--feeder", FEEDER, "--orders", str(quoted)]) == 2
+    assert "row 1: malformed CSV" in capsys.readouterr().err
+
+
+def test_an_unknown_feeder_is_named_with_the_feeders_there_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _book(tmp_path, BOOK)
+    assert main(["flex", "local", "--grid", GRID, "--feeder", "Main St", "--orders", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "'Main St' is not a feeder" in err
+    assert FEEDER in err

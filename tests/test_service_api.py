@@ -147,6 +147,11 @@ def endpoints(service: Service) -> list[tuple[str, str, dict[str, object] | None
         ("POST", "/api/outages/calls", {"load": str(service.grid.names_of("sym_load")[0]), "text": "dark"}, CONTROL),
         ("GET", "/api/audit", None, AUDIT),
         ("GET", "/api/congestion?issued=2016-06-21T06:00:00Z&scenarios=2&steps=4", None, VIEW),
+        ("GET", "/api/flex/portfolios", None, VIEW),
+        ("GET", "/api/flex/envelopes?issued=2016-06-21T06:00:00Z&steps=4", None, VIEW),
+        ("GET", "/api/tso/day-ahead?issued=2016-06-21T06:00:00Z&steps=4", None, VIEW),
+        ("GET", "/api/dr", None, VIEW),
+        ("GET", "/api/dr/events", None, VIEW),
     ]
 
 

@@ -13,20 +13,37 @@ an operator's TSO request whose answer (status, accepted MW and reason per inter
 the API gives for the same request. A viewer sees the page without the request form. Markup in
 data stays text, and no CSP violation is reported. Screenshots: ``test-artifacts/ui-flex.png``
 (portfolios and envelopes), ``ui-flex-tso.png`` (TSO-DSO and an answer), ``ui-flex-map.png``.
+
+The flexibility timeline runs on a control room of its own (SimBench 1-LV-rural1 with its PV tripled,
+congested at midday, and the two aggregators of ``test_flex_rounds_api.py``): an operator runs a
+day-ahead round from the page, and the timeline draws one row per constrained element, requested
+congestion point, offer option and order of the round the API holds (the round itself is checked
+against pandapower in ``test_flex_rounds_api.py``); a viewer sees it without the button.
+Screenshot: ``ui-flex-timeline.png``.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from test_web_ui import ARTIFACTS, FAST, PASSWORD, _new_page, browser, room  # noqa: F401  (fixtures)
+from conftest import UNLIMITED_LOGINS
+from test_flex_rounds_api import CODE as ROUND_CODE
+from test_flex_rounds_api import ISSUED as ROUND_ISSUED
+from test_flex_rounds_api import add_assets, congested
+from test_web_ui import ARTIFACTS, FAST, PASSWORD, USERS, _new_page, browser, room  # noqa: F401  (fixtures)
 
+from opendso.der import DerRegistry
+from opendso.grid import Grid
 from opendso.runtime import ControlRoomProcess
-from opendso.service import Security
+from opendso.service import Security, ServiceSettings
+from opendso.service.routes.flexround import close_market
 from opendso.service.security import CSRF_HEADER
+from opendso.store.der import DerStore
 
 #: An aggregator name that would run script if the page built HTML from data.
 HOSTILE = 'Volt<img src=x onerror="document.title=1">wise'
@@ -121,6 +138,10 @@ def test_the_flexibility_page_shows_portfolios_envelopes_map_and_tso_requests(
         page.keyboard.press("f")
         _until(page, "!document.getElementById('page-flex').hidden")
         _until(page, "document.getElementById('page-flex').dataset.state === 'ready'", 60.0)
+        # demand response is off in this control room (no OPENDSO_OPENADR_* files): the panel says so and how
+        dr_text = _until(page, "document.getElementById('flex-dr').textContent")
+        assert "Demand response is off" in dr_text
+        assert "OPENDSO_OPENADR_CERT" in dr_text
         # 1. both aggregators, as text (the hostile name runs no script), with the registry's capacities
         shown = page.evaluate("[...document.querySelectorAll('.flex-book .flex-aggregator')].map(e => e.textContent)")
         assert shown == sorted(books)
@@ -241,3 +262,141 @@ def test_a_viewer_sees_the_page_without_the_request_form(browser: Any, flex_room
         page.context.close()
     assert not errors, errors
     assert not violations, violations
+
+
+def _with_settlement(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as if delivered and settled (display only): each order 90 % delivered, penalty 10 % of its price."""
+    offers = {(o["id"], x["reference"]): x for o in record["offers"] for x in o["options"]}
+    delivery, orders = [], []
+    for o in record["orders"]:
+        option = offers[(o["offer_id"], o["option"])]
+        intervals = [
+            {"interval": option["first"] + j, "time": record["time"][option["first"] + j], "ordered_w": w,
+             "baseline_w": -w, "measured_w": -0.1 * w, "delivered_w": 0.9 * w, "delivered_low_w": 0.85 * w,
+             "delivered_high_w": 0.95 * w}
+            for j, w in enumerate(option["power_w"])
+        ]  # fmt: skip
+        delivery.append(
+            {**{k: o[k] for k in ("order_reference", "aggregator", "congestion_point")}, "intervals": intervals}
+        )
+        orders.append({"OrderReference": o["order_reference"], "disposition": "Accepted", "dispute_reason": None})
+    reports = []
+    for agr in sorted({o["aggregator"] for o in record["orders"]}):
+        price = sum(o["price"] for o in record["orders"] if o["aggregator"] == agr)
+        n = sum(1 for o in record["orders"] if o["aggregator"] == agr)
+        reports.append(
+            {"aggregator": agr, "currency": "EUR", "orders": n, "full_orders": 0, "ordered_mwh": 1.0,
+             "delivered_mwh": 0.9, "not_delivered_mwh": 0.1, "delivered_share": 0.9, "price": f"{price:.2f}",
+             "penalty": f"{0.1 * price:.2f}", "net_settlement": f"{0.9 * price:.2f}"}
+        )  # fmt: skip
+    return {**record, "delivery": delivery, "settlement": {"orders": orders, "reports": reports, "messages": []}}
+
+
+# -- the flexibility timeline: a day-ahead round run from the page ------------------------------------------
+@pytest.fixture(scope="module")
+def round_room(
+    grid_of: Callable[[str], Grid], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlRoomProcess]:
+    """A control room on SimBench 1-LV-rural1 with its PV tripled (congested at midday) and two aggregators' PV."""
+    grid = congested(grid_of(ROUND_CODE))
+    process = ControlRoomProcess(
+        grid,
+        tmp_path_factory.mktemp("flex-round-room"),
+        port=0,
+        period_s=0.5,
+        admin_password="first admin password",
+        service_settings=ServiceSettings(security=FAST, login=UNLIMITED_LOGINS),
+    )
+    security = Security(process.historian.engine, settings=FAST)
+    for user, roles in USERS.items():
+        security.add_user(user, PASSWORD, list(roles), actor="admin")
+    add_assets(DerRegistry(DerStore(process.historian.engine), grid))
+    try:
+        with process.in_thread():
+            yield process
+    finally:
+        close_market(process.app)
+
+
+def test_an_operator_runs_a_round_from_the_page_and_the_timeline_draws_it(
+    browser: Any, round_room: ControlRoomProcess
+) -> None:
+    page, errors, violations = _login(browser, round_room, "olga")
+    try:
+        page.keyboard.press("f")
+        _until(page, "document.getElementById('page-flex').dataset.state === 'ready'", 60.0)
+        _until(page, "window.opendso.flex().timeline.state === 'empty'")
+        assert "No flexibility round yet" in page.locator("#flex-round-summary").inner_text()
+        assert page.evaluate("document.getElementById('flex-round-form').hidden") is False
+        page.fill("#flex-round-issued", ROUND_ISSUED)
+        page.click("#flex-round-run")
+        _until(
+            page,
+            "document.getElementById('flex-round-run').disabled === false && "
+            "['ready', 'error'].includes(window.opendso.flex().timeline.state)",
+            120.0,
+        )
+        stats = page.evaluate("window.opendso.flex().timeline")
+        assert stats["state"] == "ready", page.locator("#flex-round-status").inner_text()
+        # the page draws what the API holds: a row per constrained element, requested point, offer option, order
+        http, _ = _http(round_room, "victor")
+        latest: dict[str, Any] = http.get("/api/flex/rounds/latest").json()
+        http.close()
+        elements = {n["element"] for n in latest["needs"]}
+        assert stats["rows"]["need"] == len(elements) >= 1
+        assert stats["rows"]["request"] == len({r["congestion_point"] for r in latest["requests"]}) >= 1
+        assert stats["rows"]["offer"] == sum(len(o["options"]) for o in latest["offers"]) >= 2
+        assert stats["rows"]["order"] == len(latest["orders"]) >= 1
+        bought = page.evaluate("document.querySelectorAll('.flex-tl-offer[data-status=bought]').length")
+        assert bought == sum(1 for o in latest["offers"] for x in o["options"] if x["status"] == "bought")
+        # the tooltip of a need's cell names the element and its probability; the summary the cost
+        tip = page.evaluate("document.querySelector('.flex-tl-need .flex-tl-cell title').textContent")
+        assert next(iter(elements)) in tip
+        assert "probability" in tip
+        summary = page.locator("#flex-round-summary").inner_text()
+        assert f"{len(latest['needs'])} need(s)" in summary
+        assert "EUR" in summary
+        assert "Settlement follows delivery" in page.locator("#flex-settlement").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.evaluate("document.getElementById('flex-timeline').scrollIntoView({block: 'start'})")
+        page.screenshot(path=str(ARTIFACTS / "ui-flex-timeline.png"), full_page=False)
+    finally:
+        page.context.close()
+    viewer, verrors, vviolations = _login(browser, round_room, "victor")
+    try:
+        viewer.click("#tab-flex")
+        _until(viewer, "window.opendso.flex().timeline.state === 'ready'", 60.0)
+        assert viewer.evaluate("document.getElementById('flex-round-form').hidden") is True
+        assert viewer.evaluate("window.opendso.flex().timeline.rows.offer") >= 2
+    finally:
+        viewer.context.close()
+    # a settled round (this route does not settle; the desk's settlement is tested in test_flex_round.py): the page
+    # draws the table per aggregator and one ordered-vs-delivered chart per order from the round's JSON
+    settled = _with_settlement(latest)
+    page, serrors, sviolations = _login(browser, round_room, "victor")
+    try:
+        page.route(
+            "**/api/flex/rounds/latest",
+            lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(settled)),
+        )
+        page.click("#tab-flex")
+        _until(page, "window.opendso.flex().timeline.settlementCharts === " + str(len(settled["delivery"])), 60.0)
+        rows = page.evaluate(
+            "[...document.querySelectorAll('.flex-settlement-table tbody tr')]"
+            ".map(r => [...r.cells].map(c => c.textContent))"
+        )
+        assert len(rows) == len(settled["settlement"]["reports"])
+        for row, report in zip(rows, settled["settlement"]["reports"], strict=True):
+            assert row[5] == f"{float(report['price']):,.2f} EUR"
+            assert row[6] == f"{float(report['penalty']):,.2f} EUR"
+            assert row[7] == f"{float(report['net_settlement']):,.2f} EUR"
+            assert row[4] == f"{100 * report['delivered_share']:.1f} %"
+        assert page.evaluate("document.querySelectorAll('#flex-settlement .uplot canvas').length") >= len(rows)
+        page.evaluate("document.getElementById('flex-settlement').scrollIntoView({block: 'end'})")
+        page.screenshot(path=str(ARTIFACTS / "ui-flex-settlement.png"), full_page=False)
+    finally:
+        page.context.close()
+    assert not serrors, serrors
+    assert not sviolations, sviolations
+    assert not errors + verrors, errors + verrors
+    assert not violations + vviolations, violations + vviolations

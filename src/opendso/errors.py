@@ -12,6 +12,7 @@ Every error OpenDSO raises on purpose is defined here and derives from :class:`O
     │   ├── MeasurementFileError       a measurement file is malformed (file, row, field)
     │   ├── OutageFileError            an outage CSV is malformed (file, row, field)
     │   ├── DerFileError               a DER registry CSV is malformed (file, and row and field of every problem)
+    │   ├── OrderBookFileError         a local market's order book CSV is malformed (every problem, row and field)
     │   ├── WeatherFileError           a weather file for the forecasts is malformed (file, row, field)
     │   ├── SettingsError              an environment variable has a wrong value (names it)
     │   ├── CommandError               the field simulator refuses a command; nothing was applied
@@ -68,6 +69,7 @@ __all__ = [
     "NotCommandableError",
     "NotFoundError",
     "OpenDSOError",
+    "OrderBookFileError",
     "OutageFileError",
     "PointMapError",
     "RemoteError",
@@ -207,6 +209,24 @@ class ScenarioError(InputError):
         super().__init__(_listing(file, "the scenario", self.findings))
 
 
+def _located(path: str, row: int | None, field: str | None) -> str:
+    """``path``, then ``, row N`` and ``, field 'F'`` where known: where in a file a problem is."""
+    where = path
+    if row is not None:
+        where += f", row {row}"
+    if field is not None:
+        where += f", field {field!r}"
+    return where
+
+
+def _problem_lines(path: str, problems: Sequence[tuple[int | None, str | None, str]], most: int = 50) -> str:
+    """One line per problem (at most ``most``, then how many more), each saying where it is."""
+    lines = [f"{_located(path, row, field)}: {message}" for row, field, message in problems[:most]]
+    if len(problems) > most:
+        lines.append(f"... and {len(problems) - most} more problem(s)")
+    return "\n".join(lines)
+
+
 class MeasurementFileError(InputError):
     """A measurement file is malformed: names the file, the data row (1-based) and the field."""
 
@@ -215,12 +235,7 @@ class MeasurementFileError(InputError):
         self.row = row
         self.field = field
         self.message = message
-        where = self.path
-        if row is not None:
-            where += f", row {row}"
-        if field is not None:
-            where += f", field {field!r}"
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{_located(self.path, row, field)}: {message}")
 
 
 class OutageFileError(InputError):
@@ -231,12 +246,7 @@ class OutageFileError(InputError):
         self.row = row
         self.field = field
         self.message = message
-        where = self.path
-        if row is not None:
-            where += f", row {row}"
-        if field is not None:
-            where += f", field {field!r}"
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{_located(self.path, row, field)}: {message}")
 
 
 class DerFileError(InputError):
@@ -248,17 +258,16 @@ class DerFileError(InputError):
     def __init__(self, path: Path | str, problems: Sequence[tuple[int | None, str | None, str]]) -> None:
         self.path = str(path)
         self.problems = list(problems)
-        lines = []
-        for row, field, message in self.problems[:50]:
-            where = self.path
-            if row is not None:
-                where += f", row {row}"
-            if field is not None:
-                where += f", field {field!r}"
-            lines.append(f"{where}: {message}")
-        if len(self.problems) > 50:
-            lines.append(f"... and {len(self.problems) - 50} more problem(s)")
-        super().__init__("\n".join(lines))
+        super().__init__(_problem_lines(self.path, self.problems))
+
+
+class OrderBookFileError(InputError):
+    """A local market's order book CSV is malformed: ``problems`` holds (row, field, message) of every problem."""
+
+    def __init__(self, path: Path | str, problems: Sequence[tuple[int | None, str | None, str]]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        super().__init__(_problem_lines(self.path, self.problems))
 
 
 class WeatherFileError(InputError):
@@ -269,12 +278,7 @@ class WeatherFileError(InputError):
         self.row = row
         self.field = field
         self.message = message
-        where = self.path
-        if row is not None:
-            where += f", row {row}"
-        if field is not None:
-            where += f", field {field!r}"
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{_located(self.path, row, field)}: {message}")
 
 
 class SettingsError(InputError):

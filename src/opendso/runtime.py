@@ -33,6 +33,14 @@ It starts, in one asyncio loop:
   registry's connected flexible assets get export-limit points (``p_limit``, ``p_available``)
   with their agreement's fail-safe limit and a watchdog in the simulator, and the controller,
   a cycle subscriber, sends their limits through a set-point arbiter and the dispatcher.
+- demand response (:class:`~opendso.der.openadr.DemandResponseVtn`, ``app.state.dr``) when
+  :attr:`ControlRoomProcess.openadr` has the VTN's certificate, key and the VENs' CA
+  (``OPENDSO_OPENADR_*``): an OpenADR 2.0b VTN over mutual TLS on the DER registry, started
+  before the web service and stopped after it. With ANM's set-point arbiter, each cycle
+  (:func:`apply_dr_events`) submits the ``dr`` requests of every level interval that has begun
+  by the monitor's clock (wall-clock UTC, the clock of the VENs and of the event's OpenADR
+  status) for the assets of the VENs that did not opt out, and releases them when the event
+  ends or is cancelled.
 
 ``link_delay_s`` delays every frame between the adapters and the simulator's servers (Modbus TCP,
 IEC 104) by that long in each direction, through a loopback proxy: a slow radio or WAN link for
@@ -52,15 +60,16 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from opendso.demo import demo_scenario, demo_start_step
 from opendso.der import DerRegistry
 from opendso.der.anm import AnmController, AnmSettings, anm_ders, flexible_generators
+from opendso.der.openadr import DemandResponseVtn, SetpointSink, VtnTls, release_event, submit_interval
 from opendso.grid import Grid
 from opendso.measurement import Measurement
 from opendso.operations.cycle import CycleResult, CycleSettings
@@ -80,7 +89,7 @@ from opendso.service import ControlRoom, ServiceSettings, create_app, ensure_adm
 from opendso.service.routes.switching import Switching, switching_for_room
 from opendso.service.server import WebServer, bind_socket, plain_http_warning, url_of
 from opendso.service.syslog import SyslogSettings, start_forwarding
-from opendso.settings import get_settings
+from opendso.settings import OpenAdrConfig, get_settings
 from opendso.store import Historian
 from opendso.store.der import DerStore
 from opendso.store.integrity import KEY_FILE, private_folder
@@ -91,6 +100,8 @@ from opendso.telemetry.points import PointMap
 from opendso.telemetry.scenario import Scenario
 from opendso.telemetry.simulator import with_fault_indicators
 from opendso.telemetry.simulator.der import DerSettings, der_points
+
+__all__ = ["ControlRoomProcess", "apply_dr_events", "free_port"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +147,8 @@ class ControlRoomProcess:
     anm: bool = field(default_factory=lambda: get_settings().run.anm)
     #: the safety gate's configuration file (None: the defaults; no critical switches, no parallel pairs)
     gate_config: Path | None = field(default_factory=lambda: get_settings().run.gate_config)
+    #: demand response: the OpenADR VTN's TLS files, host, port and poll interval (OPENDSO_OPENADR_*; off unset)
+    openadr: OpenAdrConfig = field(default_factory=lambda: get_settings().openadr)
     point_map: PointMap = field(init=False)
     #: the administrator's one-time password when this start created it (None on later starts)
     created_admin_password: str | None = field(init=False, default=None)
@@ -206,6 +219,11 @@ class ControlRoomProcess:
         self.anm_controller = self.app.state.anm = self._anm(switching) if self.anm else None
         if self.anm_controller is not None:
             self.monitor.subscribe(self.anm_controller.on_cycle)
+        self.dr_vtn = self.app.state.dr = self._dr()
+        self._dr_applied: dict[str, int] = {}
+        self._dr_task: asyncio.Task[None] | None = None
+        if self.dr_vtn is not None and self.anm_controller is not None:
+            self.monitor.subscribe(self._dr_on_cycle)
         self._web = (
             WebServer(self.app, self._socket, tls_cert=self.tls_cert, tls_key=self.tls_key)
             if self._socket is not None
@@ -311,6 +329,37 @@ class ControlRoomProcess:
             clock=self.monitor.clock,
             energy_time=lambda t: self.simulator.simulated_time_at(t) or t,
         )
+
+    def _dr(self) -> DemandResponseVtn | None:
+        """The OpenADR VTN on the DER registry when its TLS files are configured (None: demand response off)."""
+        config = self.openadr
+        cert, key, ca = config.cert, config.key, config.ca
+        if cert is None or key is None or ca is None:
+            return None
+        return DemandResponseVtn(
+            "OPENDSO-VTN",
+            DerRegistry(DerStore(self.historian.engine), self.grid),
+            tls=VtnTls(cert, key, ca),
+            host=config.host,
+            port=config.port,
+            poll_interval=timedelta(seconds=config.poll_s),
+        )
+
+    def _dr_on_cycle(self, result: CycleResult) -> None:
+        """Cycle subscriber: apply the DR events' intervals through ANM's arbiter (one pass at a time)."""
+        if self._dr_task is not None and not self._dr_task.done():
+            return
+        self._dr_task = asyncio.get_running_loop().create_task(self._dr_pass())
+
+    async def _dr_pass(self) -> None:
+        vtn, anm = self.dr_vtn, self.anm_controller
+        if vtn is None or anm is None:
+            return
+        ders = {d.name: d for d in anm.arbiter.gate.ders.values()}
+        try:
+            await apply_dr_events(vtn, anm.arbiter, ders, self.monitor.clock(), self._dr_applied)
+        except Exception:  # one failed pass must not stop the next cycle's
+            log.exception("event=dr_pass_failed")
 
     def _switching(self) -> Switching:
         """The safety gate's dispatcher, routed to the adapters, deciding on the latest telemetry."""
@@ -424,6 +473,8 @@ class ControlRoomProcess:
             async with self.simulator:
                 monitor_task = asyncio.create_task(self.monitor.run(), name="monitor")
                 try:
+                    if self.dr_vtn is not None:
+                        await self.dr_vtn.start()
                     async with self._web or contextlib.nullcontext():
                         self.ready.set()
                         if self.on_ready is not None:
@@ -434,6 +485,11 @@ class ControlRoomProcess:
                             with contextlib.suppress(TimeoutError):
                                 await asyncio.wait_for(stop.wait(), timeout=duration_s)
                 finally:  # the web service has stopped: no request sees a closed historian
+                    if self.dr_vtn is not None:
+                        await self.dr_vtn.stop()
+                    if self._dr_task is not None:
+                        with contextlib.suppress(Exception):
+                            await self._dr_task
                     self.monitor.stop()
                     await monitor_task
         finally:
@@ -445,3 +501,41 @@ class ControlRoomProcess:
                 await asyncio.to_thread(self.forwarder.stop)
             self.historian.close()
             log.info("event=control_room_stopped data_dir=%s", self.data_dir)
+
+
+async def apply_dr_events(
+    vtn: DemandResponseVtn,
+    sink: SetpointSink,
+    ders: Mapping[str, FlexibleDer],
+    now: datetime,
+    applied: MutableMapping[str, int],
+) -> None:
+    """Bring the arbiter's ``dr`` requests in line with the VTN's events at ``now``.
+
+    ``ders``: asset id -> its export-limit point; ``applied``: event id -> the interval whose
+    requests were submitted last (kept between calls). An interval that has begun and was not
+    submitted yet is submitted (:meth:`DemandResponseVtn.setpoint_requests`), leaving out the
+    assets of VENs that opted out; an event that has ended or was cancelled is released on every
+    point it reached (:func:`release_event`) and forgotten. Price events ask nothing of the arbiter.
+    """
+    for event_id in vtn.event_ids():
+        event = vtn.event(event_id)
+        status = vtn.event_status(event_id)
+        if status == "cancelled" or now >= event.end:
+            if applied.pop(event_id, None) is not None:
+                why = "cancelled" if status == "cancelled" else "ended"
+                await release_event(sink, event, ders, assets=vtn.event_assets(event_id), reason=why)
+            continue
+        index = next((k for k, iv in enumerate(event.intervals) if iv.start <= now < iv.end), None)
+        if index is None or applied.get(event_id) == index:
+            continue
+        opted_out = [
+            vtn.enrollments.get(ven).assets
+            for ven, record in vtn.opts(event_id).items()
+            if record.opt_type == "optOut" and vtn.enrollments.find(ven) is not None
+        ]
+        skipped = {ders[a].point for assets in opted_out for a in assets if a in ders}
+        requests = [r for r in vtn.setpoint_requests(event_id, index, ders) if r.point not in skipped]
+        await submit_interval(sink, requests)
+        applied[event_id] = index
+        log.info("event=dr_interval_applied event_id=%s interval=%d requests=%d", event_id, index, len(requests))

@@ -45,6 +45,13 @@ variable                        setting
                                 flexible connections on the real-time cycle (default off)
 ``OPENDSO_RUN_GATE_CONFIG``     ``run.gate_config``: the safety gate's configuration file (TOML:
                                 limits, feeder pairs allowed to parallel, critical switches)
+``OPENDSO_OPENADR_CERT/KEY/CA`` ``openadr.cert``, ``.key``, ``.ca``: the OpenADR VTN's certificate,
+                                its key and the VENs' CA (PEM; all three or none; none: demand
+                                response is off, the default)
+``OPENDSO_OPENADR_HOST``        ``openadr.host``: where the VTN listens (default 127.0.0.1)
+``OPENDSO_OPENADR_PORT``        ``openadr.port``: its port (default 8081; 0: any free port)
+``OPENDSO_OPENADR_POLL_S``      ``openadr.poll_s``: the polling interval asked of VENs (whole
+                                seconds, default 10)
 ==============================  ===============================================================
 
 This module sits below every other part (it imports only :mod:`opendso.errors`), so the grid,
@@ -58,7 +65,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
@@ -69,6 +76,7 @@ __all__ = [
     "DatabaseConfig",
     "FolderConfig",
     "MqttConfig",
+    "OpenAdrConfig",
     "PasswordConfig",
     "RunConfig",
     "Settings",
@@ -198,6 +206,44 @@ class RunConfig(BaseSettings):
         return f"http://{host}:{self.port}"
 
 
+class OpenAdrConfig(BaseSettings):
+    """Demand response: the OpenADR 2.0b VTN of ``opendso run`` (off while ``cert``, ``key`` and ``ca`` are unset).
+
+    The VTN serves only over mutual TLS, so its certificate, key and the VENs' CA come together:
+    one or two of them is a :class:`SettingsError` naming all three.
+    """
+
+    model_config = _config("OPENDSO_OPENADR_")
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = Field(None, validate_default=True)
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8081, ge=0, le=65535)  # 0: any free port
+    poll_s: int = Field(10, ge=1, le=86_400)  # OpenADR durations are whole seconds
+
+    @field_validator("ca")
+    @classmethod
+    def _all_or_none(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        given = {
+            "OPENDSO_OPENADR_CERT": info.data.get("cert"),
+            "OPENDSO_OPENADR_KEY": info.data.get("key"),
+            "OPENDSO_OPENADR_CA": value,
+        }
+        missing = [name for name, path in given.items() if path is None]
+        if missing and len(missing) < len(given):
+            raise ValueError(
+                "OPENDSO_OPENADR_CERT, OPENDSO_OPENADR_KEY and OPENDSO_OPENADR_CA are set together "
+                f"(mutual TLS) or not at all; missing: {', '.join(missing)}"
+            )
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """True when the VTN is configured (its certificate, key and CA are given)."""
+        return self.cert is not None and self.key is not None and self.ca is not None
+
+
 class Settings(BaseSettings):
     """All of OpenDSO's settings, one group per part; each group reads its own ``OPENDSO_*`` variables.
 
@@ -215,6 +261,7 @@ class Settings(BaseSettings):
     web: WebConfig = Field(default_factory=WebConfig)
     passwords: PasswordConfig = Field(default_factory=PasswordConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    openadr: OpenAdrConfig = Field(default_factory=OpenAdrConfig)
 
     GROUPS: ClassVar[tuple[type[BaseSettings], ...]] = (
         FolderConfig,
@@ -224,6 +271,7 @@ class Settings(BaseSettings):
         WebConfig,
         PasswordConfig,
         RunConfig,
+        OpenAdrConfig,
     )
 
     @classmethod

@@ -11,6 +11,13 @@ grid-supply point the scheduled exchange with its forecast band and the flexibil
 offer the TSO (:class:`~opendso.markets.tso.TsoInterface`; the JSON is
 :meth:`~opendso.markets.tso.TsoReport.to_dict`, ``--csv`` writes the file the TSO takes).
 
+``opendso flex local --grid GRID --feeder NAME --orders FILE.csv [--charges distance|voltage]
+[--no-approval] [--json]`` clears a local market's order book (columns in
+:func:`~opendso.markets.local.read_order_book`) per interval by the k-double auction, approves the
+trades with a power flow (curtailing those that would cause a violation) and charges the network
+by distance or voltage level (:meth:`~opendso.markets.local.MarketResult.to_json`). An unknown
+feeder is named with the feeders the grid has.
+
 ``--issued`` defaults to now moved into the profiles' year. Exit 2 for bad input (an unknown grid,
 a grid without profiles, a bad time or number), 1 when the calculation fails.
 """
@@ -28,7 +35,7 @@ from opendso.errors import InputError
 from opendso.grid.model import Grid
 from opendso.settings import Settings
 
-__all__ = ["cmd_flex_envelopes", "cmd_flex_tso", "register"]
+__all__ = ["cmd_flex_envelopes", "cmd_flex_local", "cmd_flex_tso", "register"]
 
 
 def _issued(args: argparse.Namespace, grid: Grid) -> datetime:
@@ -122,6 +129,34 @@ def cmd_flex_tso(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_flex_local(args: argparse.Namespace) -> int:
+    """Clear, approve and charge a local market's order book and print the result."""
+    from opendso.grid.topology import analyse_topology
+    from opendso.markets.local import ChargeBasis, LocalMarket, NetworkTariff, read_order_book
+
+    grid = load_valid_grid(args.grid)
+    feeders = sorted(str(f) for f in analyse_topology(grid).feeders.name.tolist())
+    if args.feeder not in feeders:
+        shown = ", ".join(repr(f) for f in feeders[:20]) + (" ..." if len(feeders) > 20 else "")
+        raise InputError(f"--feeder {args.feeder!r} is not a feeder of {grid.name} (feeders: {shown})")
+    basis = ChargeBasis.DISTANCE if args.charges == "distance" else ChargeBasis.VOLTAGE_LEVEL
+    market = LocalMarket(grid, args.feeder, tariff=NetworkTariff(basis))
+    orders = read_order_book(args.orders, nodes=market.nodes)
+    result = market.run(orders, approve=not args.no_approval)
+    payload = result.to_json()
+    if args.json:
+        emit_json(payload)
+        return 0
+    print(f"{grid.name}, feeder {args.feeder}: {len(orders)} order(s), {len(payload['intervals'])} interval(s)")
+    for row in payload["intervals"]:
+        price = row["price_eur_per_kwh"]
+        print(
+            f"  {row['interval']}: cleared {row['cleared_kwh']:.3f} kWh, approved {row['approved_kwh']:.3f} kWh"
+            + (f" at {price:.4f} EUR/kWh" if price is not None else "")
+        )
+    return 0
+
+
 def register(sub: Subparsers, settings: Settings) -> None:
     """Add ``flex envelopes`` and ``flex tso``."""
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -151,3 +186,13 @@ def register(sub: Subparsers, settings: Settings) -> None:
     add_database_arguments(tso)
     tso.add_argument("--json", action="store_true", help="print one JSON object")
     tso.set_defaults(func=cmd_flex_tso)
+    loc = actions.add_parser(
+        "local", help="a local market's order book: double auction per interval, network approval, charges"
+    )
+    loc.add_argument("--grid", required=True, help="grid source with profiles")
+    loc.add_argument("--feeder", required=True, help="the feeder of the market (as the grid's topology names it)")
+    loc.add_argument("--orders", required=True, metavar="FILE.csv", help="the order book CSV")
+    loc.add_argument("--charges", choices=("distance", "voltage"), default="distance", help="network charge basis")
+    loc.add_argument("--no-approval", action="store_true", help="clear without the network check (for comparison)")
+    loc.add_argument("--json", action="store_true", help="print one JSON object")
+    loc.set_defaults(func=cmd_flex_local)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -51,7 +51,7 @@ from opendso.der.model import (
 from opendso.errors import DerFileError, InputError
 from opendso.timeutil import parse_time
 
-__all__ = ["COLUMNS", "MAX_BYTES", "REQUIRED", "DerTable", "read_der_csv"]
+__all__ = ["COLUMNS", "MAX_BYTES", "REQUIRED", "DerTable", "Problem", "csv_rows", "read_der_csv"]
 
 #: Every column the file may have, in the documented order.
 COLUMNS = (
@@ -100,6 +100,63 @@ class DerTable:
     requests: tuple[ConnectionRequest, ...]
 
 
+Problem = tuple[int | None, str | None, str]
+
+
+def csv_rows(
+    path: Path,
+    *,
+    columns: Sequence[str],
+    required: Sequence[str],
+    error: Callable[[Path, list[Problem]], InputError],
+    max_bytes: int = MAX_BYTES,
+) -> tuple[list[tuple[int, dict[str, str]]], list[Problem]]:
+    """The data rows of a CSV file with a header row: (1-based row number, stripped cells by column), problems.
+
+    The file must be UTF-8 (a BOM is allowed), at most ``max_bytes``, with a header naming only
+    ``columns`` (each once) and every one of ``required``; otherwise ``error(path, problems)`` is
+    raised at once. Rows with more values than columns, or malformed CSV, are left out and named
+    in the returned problems, to which the caller adds its own before raising.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(path, [(None, None, f"cannot be read ({exc.strerror or exc})")]) from None
+    if len(raw) > max_bytes:
+        raise error(path, [(None, None, f"is larger than {max_bytes} bytes")])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(path, [(None, None, f"is not UTF-8 text (byte {exc.start})")]) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        raise error(path, [(0, None, f"malformed CSV ({exc})")]) from None
+    problems: list[Problem] = []
+    if not header:
+        raise error(path, [(None, None, "is empty: a header row is required")])
+    unknown = [h for h in header if h not in columns]
+    problems += [(0, h, f"unknown column (known: {', '.join(columns)})") for h in unknown]
+    problems += [(0, c, "required column is missing") for c in required if c not in header]
+    if len(set(header)) != len(header):
+        problems.append((0, None, "a column is named twice"))
+    if problems:
+        raise error(path, problems)
+    reader.fieldnames = header
+    rows: list[tuple[int, dict[str, str]]] = []
+    row_number = 0
+    try:
+        for row_number, row in enumerate(reader, start=1):
+            if None in row:
+                problems.append((row_number, None, "more values than columns"))
+                continue
+            rows.append((row_number, {k: (v or "").strip() for k, v in row.items()}))
+    except csv.Error as exc:
+        problems.append((row_number + 1, None, f"malformed CSV ({exc})"))
+    return rows, problems
+
+
 def read_der_csv(
     path: Path | str,
     *,
@@ -114,60 +171,27 @@ def read_der_csv(
     ``stored_requests`` the ids already in the registry (an import adds, it never overwrites).
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DerFileError(path, [(None, None, f"cannot be read ({exc.strerror or exc})")]) from None
-    if len(raw) > MAX_BYTES:
-        raise DerFileError(path, [(None, None, f"is larger than {MAX_BYTES} bytes")])
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DerFileError(path, [(None, None, f"is not UTF-8 text (byte {exc.start})")]) from None
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = [h.strip() for h in (reader.fieldnames or [])]
-    except csv.Error as exc:
-        raise DerFileError(path, [(0, None, f"malformed CSV ({exc})")]) from None
-    problems: list[tuple[int | None, str | None, str]] = []
-    if not header:
-        raise DerFileError(path, [(None, None, "is empty: a header row is required")])
-    unknown = [h for h in header if h not in COLUMNS]
-    problems += [(0, h, f"unknown column (known: {', '.join(COLUMNS)})") for h in unknown]
-    problems += [(0, c, "required column is missing") for c in REQUIRED if c not in header]
-    if len(set(header)) != len(header):
-        problems.append((0, None, "a column is named twice"))
-    if problems:
-        raise DerFileError(path, problems)
-    reader.fieldnames = header
+    rows, problems = csv_rows(path, columns=COLUMNS, required=REQUIRED, error=DerFileError, max_bytes=MAX_BYTES)
     assets: list[DerAsset] = []
     requests: list[ConnectionRequest] = []
     seen_assets: set[str] = set()
     seen_requests: set[str] = set()
-    row_number = 0
-    try:
-        for row_number, row in enumerate(reader, start=1):
-            if None in row:
-                problems.append((row_number, None, "more values than columns"))
-                continue
-            cells = {k: (v or "").strip() for k, v in row.items()}
-            asset, request = _row(cells, row_number, problems, nodes, actor)
-            if asset is not None:
-                if asset.id in seen_assets:
-                    problems.append((row_number, "asset_id", f"asset {asset.id} is in the file twice"))
-                elif asset.id in stored_assets:
-                    problems.append((row_number, "asset_id", f"asset {asset.id} is in the registry already"))
-                seen_assets.add(asset.id)
-                assets.append(asset)
-            if request is not None:
-                if request.id in seen_requests:
-                    problems.append((row_number, "request_id", f"request {request.id} is in the file twice"))
-                elif request.id in stored_requests:
-                    problems.append((row_number, "request_id", f"request {request.id} is in the registry already"))
-                seen_requests.add(request.id)
-                requests.append(request)
-    except csv.Error as exc:
-        problems.append((row_number + 1, None, f"malformed CSV ({exc})"))
+    for row_number, cells in rows:
+        asset, request = _row(cells, row_number, problems, nodes, actor)
+        if asset is not None:
+            if asset.id in seen_assets:
+                problems.append((row_number, "asset_id", f"asset {asset.id} is in the file twice"))
+            elif asset.id in stored_assets:
+                problems.append((row_number, "asset_id", f"asset {asset.id} is in the registry already"))
+            seen_assets.add(asset.id)
+            assets.append(asset)
+        if request is not None:
+            if request.id in seen_requests:
+                problems.append((row_number, "request_id", f"request {request.id} is in the file twice"))
+            elif request.id in stored_requests:
+                problems.append((row_number, "request_id", f"request {request.id} is in the registry already"))
+            seen_requests.add(request.id)
+            requests.append(request)
     if not problems and not assets:
         problems.append((None, None, "has no data rows"))
     if problems:

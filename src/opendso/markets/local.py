@@ -52,16 +52,18 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from opendso.calc.timeseries import ViolationLimits
-from opendso.errors import InputError
+from opendso.der.csv import csv_rows
+from opendso.errors import InputError, OrderBookFileError
 from opendso.grid.model import Grid
 from opendso.grid.topology import Topology, analyse_topology, path_from_source
 from opendso.markets.model import ISP, check_aware, check_party_id
@@ -74,9 +76,11 @@ from opendso.markets.network_check import (
 )
 from opendso.operations.setpoints import SetpointRequest, SetpointSource
 from opendso.planning.history import profile_times
+from opendso.timeutil import parse_time
 
 __all__ = [
     "K_DOUBLE_AUCTION",
+    "ORDER_BOOK_COLUMNS",
     "AuctionResult",
     "ChargeBasis",
     "LocalMarket",
@@ -90,6 +94,7 @@ __all__ = [
     "clear_auction",
     "market_setpoints",
     "net_schedules",
+    "read_order_book",
 ]
 
 log = logging.getLogger(__name__)
@@ -626,3 +631,83 @@ def market_setpoints(
         reason = f"local market {_iso(at)}: approved sale of {row.participant}"
         out.append(SetpointRequest(SetpointSource.MARKET, export_points[row.node], limit, reason, actor))
     return out
+
+
+#: The columns of an order book CSV (:func:`read_order_book`), all required.
+ORDER_BOOK_COLUMNS = ("participant", "node", "side", "energy_kwh", "price_eur_per_kwh", "interval")
+#: The largest order book file accepted (bytes).
+ORDER_BOOK_MAX_BYTES = 20_000_000
+
+
+def read_order_book(path: Path | str, *, nodes: Collection[str] | None = None) -> tuple[Order, ...]:
+    """Read a local market's order book CSV: one order per row; every problem in one :class:`OrderBookFileError`.
+
+    Columns (a header row names them, order free, all required): ``participant`` (an id),
+    ``node`` (the participant's grid node; one of ``nodes`` when given, e.g. the market's feeder),
+    ``side`` (``buy`` | ``sell``), ``energy_kwh`` (> 0, within the interval), ``price_eur_per_kwh``
+    (the limit price, finite), ``interval`` (the interval's start, ISO 8601 with a zone, on the
+    quarter-hour). A participant may have one order per interval and side.
+    """
+    path = Path(path)
+    rows, problems = csv_rows(
+        path,
+        columns=ORDER_BOOK_COLUMNS,
+        required=ORDER_BOOK_COLUMNS,
+        error=OrderBookFileError,
+        max_bytes=ORDER_BOOK_MAX_BYTES,
+    )
+    orders: list[Order] = []
+    seen: set[tuple[str, str, datetime]] = set()
+    for n, cells in rows:
+        before = len(problems)
+        numbers: dict[str, float] = {}
+        for column in ("energy_kwh", "price_eur_per_kwh"):
+            text = cells[column]
+            try:
+                numbers[column] = float(text)
+            except ValueError:
+                problems.append((n, column, f"{text!r} is not a number"))
+                continue
+            if not math.isfinite(numbers[column]):
+                problems.append((n, column, f"{text!r} is not a finite number"))
+        try:
+            interval = parse_time(cells["interval"], "interval") if cells["interval"] else None
+        except (InputError, ValueError) as exc:
+            problems.append((n, "interval", str(exc)))
+            interval = None
+        if interval is None and len(problems) == before:
+            problems.append((n, "interval", "is empty"))
+        if nodes is not None and cells["node"] not in nodes:
+            problems.append((n, "node", f"{cells['node']!r} is not a node of this market"))
+        if len(problems) > before or interval is None:
+            continue
+        try:
+            order = Order(
+                participant=cells["participant"],
+                node=cells["node"],
+                side=cells["side"],
+                energy_kwh=numbers["energy_kwh"],
+                price=numbers["price_eur_per_kwh"],
+                interval=interval,
+            )
+        except InputError as exc:
+            message = str(exc)
+            named: str | None = next(
+                (c for c in ("participant", "node", "side", "energy_kwh", "interval") if c in message),
+                "price_eur_per_kwh" if "price" in message else None,
+            )
+            problems.append((n, named, message))
+            continue
+        key = (order.participant, Side(order.side).value, order.interval)
+        if key in seen:
+            problems.append(
+                (n, None, f"{order.participant} has a second {key[1]} order for {order.interval.isoformat()}")
+            )
+            continue
+        seen.add(key)
+        orders.append(order)
+    if not problems and not orders:
+        problems.append((None, None, "has no data rows"))
+    if problems:
+        raise OrderBookFileError(path, problems)
+    return tuple(orders)

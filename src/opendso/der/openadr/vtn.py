@@ -444,6 +444,10 @@ class DemandResponseVtn:
             raise NotFoundError(f"DR event {event_id!r} is not known")
         return state
 
+    def event_ids(self) -> list[str]:
+        """Every event's id, in the order the events were created."""
+        return list(self._events)
+
     def event(self, event_id: str) -> DrEvent:
         """The event ``event_id``; unknown: :class:`NotFoundError`."""
         return self._state(event_id).event

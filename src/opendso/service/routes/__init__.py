@@ -17,7 +17,9 @@ module               resource
 :mod:`.outages`      outages, customer calls, restoration steps, crews, ETRs, IEEE 1366 indices
 :mod:`.der`          the DER registry: assets, connection requests and the queue
 :mod:`.anm`          active network management: constraints, DER export limits, curtailed energy
+:mod:`.dr`           demand response: the OpenADR VTN, enrolled VENs, events and opt-in/out
 :mod:`.congestion`   the congestion forecast of the running grid (48 h, per element and interval)
+:mod:`.flexround`    day-ahead flexibility rounds over the emulated UFTP market: run one, the latest
 :mod:`.hosting`      hosting capacity of the running grid: the latest study, a new one, GeoJSON
 :mod:`.stream`       the WebSocket stream and the watch that closes it with its session
 :mod:`.trainer`      the simulated clock (pause, resume, speed, next scripted event)
@@ -57,8 +59,10 @@ from opendso.service.routes import (
     congestion,
     der,
     docs,
+    dr,
     events,
     flex,
+    flexround,
     flisr,
     grid,
     hosting,
@@ -88,9 +92,11 @@ ROUTERS: tuple[APIRouter, ...] = (
     outages.router,
     der.router,
     anm.router,
+    dr.router,
     hosting.router,
     congestion.router,
     flex.router,
+    flexround.router,
     stream.router,
     trainer.router,
     docs.router,

@@ -349,7 +349,7 @@ function showPage(page) {
   }
   if (page === "congestion") congestionPage?.load();
   if (page === "flex") {
-    flexPage ??= initFlexPage({ network, canWrite, guarded, showPage, nodeIds: () => new Map([...gridView.nodes.values()].map((n) => [n.name, n.id])) });
+    flexPage ??= initFlexPage({ network, canWrite, canConfigure, guarded, showPage, nodeIds: () => new Map([...gridView.nodes.values()].map((n) => [n.name, n.id])) });
     flexPage.load();
   }
 }

@@ -7,12 +7,14 @@
 // request form whose answer is shown per interval). Reads /api/flex/portfolios, /api/flex/envelopes,
 // /api/tso/day-ahead; posts /api/tso/requests. Colours are Okabe-Ito (lines) and ColorBrewer RdYlBu (the map, as
 // the hosting-capacity layer), readable under the common colour-vision deficiencies; every number is also in text.
-// Built with DOM calls (no HTML from data). The containers flex-timeline, flex-dr and flex-settlement are left
-// for the flexibility timeline, demand response events and settlement.
+// Built with DOM calls (no HTML from data). The flexibility timeline and settlement (flex-timeline,
+// flex-settlement) are drawn by flextimeline.js; the container flex-dr holds the demand-response panel (drpanel.js).
 
 import { api } from "./api.js";
 import { clear, h } from "./switching.js";
 import { HC_BINS, HC_PALETTE } from "./hostingmap.js";
+import { initDrPanel } from "./drpanel.js";
+import { initFlexTimeline } from "./flextimeline.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -75,8 +77,8 @@ export function boundBin(w, top) {
   return Math.min(HC_BINS - 1, Math.max(0, Math.round((w / top) * (HC_BINS - 1))));
 }
 
-/** Wire the Flexibility page. opts: {network (NetworkView), canWrite(), guarded(async fn), showPage(name), nodeIds()} */
-export function initFlexPage({ network, canWrite, guarded, showPage, nodeIds }) {
+/** Wire the Flexibility page. opts: {network (NetworkView), canWrite(), canConfigure(), guarded(async fn), showPage(name), nodeIds()} */
+export function initFlexPage({ network, canWrite, canConfigure, guarded, showPage, nodeIds }) {
   let books = null; // /api/flex/portfolios
   let envelopes = null; // /api/flex/envelopes
   let tso = null; // /api/tso/day-ahead
@@ -85,6 +87,8 @@ export function initFlexPage({ network, canWrite, guarded, showPage, nodeIds }) 
   let mapOn = false;
   let coloured = 0;
   let token = 0; // a newer load supersedes an older one still running
+  const timeline = initFlexTimeline({ canWrite, guarded }); // the flexibility timeline and settlement (flextimeline.js)
+  const dr = initDrPanel($("flex-dr"), { guarded, canWrite, canConfigure }); // demand response (drpanel.js)
 
   // -- loading -------------------------------------------------------------------------------------
   async function load() {
@@ -98,6 +102,8 @@ export function initFlexPage({ network, canWrite, guarded, showPage, nodeIds }) 
       api("/api/flex/portfolios").then((d) => { if (mine === token) { books = d; renderPortfolios(); } }),
       api(`/api/flex/envelopes?${new URLSearchParams({ rule, steps })}`).then((d) => { if (mine === token) { envelopes = d; renderEnvelopes(); } }),
       api(`/api/tso/day-ahead?${new URLSearchParams({ steps })}`).then((d) => { if (mine === token) { tso = d; renderTso(); } }),
+      timeline.load(),
+      dr.load(),
     ];
     const results = await Promise.allSettled(parts);
     if (mine !== token) return;
@@ -529,6 +535,7 @@ export function initFlexPage({ network, canWrite, guarded, showPage, nodeIds }) 
       tsoCharts: tsoCharts.length,
       points: points().length,
       map: { on: mapOn, coloured, palette: [...HC_PALETTE], interval: interval(), direction: direction() },
+      timeline: timeline.stats(),
     }),
   };
 }
