@@ -23,7 +23,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -49,10 +49,9 @@ from opendso.markets.uftp.directory import Directory, Keypair, Participant
 from opendso.markets.uftp.endpoint import (
     Endpoint,
     Gate,
-    LoggedMessage,
+    GuardedService,
     MessageLedger,
     MessageLog,
-    guarded_process,
     reference_of,
     send_message,
 )
@@ -80,47 +79,11 @@ class PortfolioEntry:
             raise InputError(f"portfolio at {self.congestion_point}: flex_w must be > 0 and price >= 0")
 
 
-class _AgrService(ShapeshifterAgrService):  # type: ignore[misc]
+class _AgrService(GuardedService, ShapeshifterAgrService):  # type: ignore[misc]
     def __init__(self, agr: SimulatedAggregator, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._agr = agr
-
-    def _process_message(self, message: Any, sender_role: Any) -> None:
-        try:
-            guarded_process(
-                self,
-                ShapeshifterAgrService,
-                message,
-                str(sender_role),
-                journal=self._agr.log,
-                ledger=self._agr.ledger,
-                directory=self._agr.directory,
-                check=lambda m, r: None,
-            )
-        except Exception:
-            log.exception("event=uftp_agr_processing_failed kind=%s", type(message).__name__)
-        finally:
-            self._agr.log.notify()
-
-    def _reject_message(self, envelope: Any, message: Any, reason: str) -> None:
-        self._agr.log.add(
-            LoggedMessage(
-                datetime.now(UTC),
-                "out",
-                f"{type(message).__name__}Response",
-                None,
-                message.conversation_id,
-                envelope.sender_domain,
-                "rejected",
-                reason,
-                message.message_id,
-            )
-        )
-        try:
-            super()._reject_message(envelope, message, reason)
-        except Exception:
-            # a worker thread of the library: an unreachable sender must not vanish silently
-            log.exception("event=uftp_agr_reject_failed to=%s", envelope.sender_domain)
+        self._guard(agr, ShapeshifterAgrService, "agr", lambda m, r: None)
 
     def _keep(self, message: Any) -> None:
         self._agr._keep(message)

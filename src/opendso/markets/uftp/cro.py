@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from shapeshifter_uftp import (  # type: ignore[import-untyped]
@@ -46,10 +45,9 @@ from opendso.markets.uftp.directory import Directory, Keypair, Participant
 from opendso.markets.uftp.endpoint import (
     Endpoint,
     Gate,
-    LoggedMessage,
+    GuardedService,
     MessageLedger,
     MessageLog,
-    guarded_process,
     send_message,
 )
 
@@ -67,47 +65,11 @@ def connection_address(domain: str, node: str, *, since: str = "2020-01") -> str
     return f"ea1.{since}.{'.'.join(reversed(domain.split('.')))}:{node}"
 
 
-class _CroService(ShapeshifterCroService):  # type: ignore[misc]
+class _CroService(GuardedService, ShapeshifterCroService):  # type: ignore[misc]
     def __init__(self, cro: CommonReferenceOperator, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._cro = cro
-
-    def _process_message(self, message: Any, sender_role: Any) -> None:
-        try:
-            guarded_process(
-                self,
-                ShapeshifterCroService,
-                message,
-                str(sender_role),
-                journal=self._cro.log,
-                ledger=self._cro.ledger,
-                directory=self._cro.directory,
-                check=self._cro.check,
-            )
-        except Exception:
-            log.exception("event=uftp_cro_processing_failed kind=%s", type(message).__name__)
-        finally:
-            self._cro.log.notify()
-
-    def _reject_message(self, envelope: Any, message: Any, reason: str) -> None:
-        self._cro.log.add(
-            LoggedMessage(
-                datetime.now(UTC),
-                "out",
-                f"{type(message).__name__}Response",
-                None,
-                message.conversation_id,
-                envelope.sender_domain,
-                "rejected",
-                reason,
-                message.message_id,
-            )
-        )
-        try:
-            super()._reject_message(envelope, message, reason)
-        except Exception:
-            # a worker thread of the library: an unreachable sender must not vanish silently
-            log.exception("event=uftp_cro_reject_failed to=%s", envelope.sender_domain)
+        self._guard(cro, ShapeshifterCroService, "cro", cro.check)
 
     def process_dso_portfolio_update(self, message: Any) -> None:
         self._cro.on_dso_update(message)

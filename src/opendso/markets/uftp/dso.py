@@ -74,10 +74,9 @@ from opendso.markets.uftp.directory import Directory, Keypair, Participant
 from opendso.markets.uftp.endpoint import (
     Endpoint,
     Gate,
-    LoggedMessage,
+    GuardedService,
     MessageLedger,
     MessageLog,
-    guarded_process,
     send_message,
 )
 from opendso.markets.uftp.periods import isp_number, isp_time, isps_in_period, period_start, zone
@@ -131,47 +130,11 @@ def _xml_date(day: date) -> XmlDate:
     return XmlDate(day.year, day.month, day.day)
 
 
-class _DsoService(ShapeshifterDsoService):  # type: ignore[misc]
+class _DsoService(GuardedService, ShapeshifterDsoService):  # type: ignore[misc]
     def __init__(self, desk: FlexProcurement, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._desk = desk
-
-    def _process_message(self, message: Any, sender_role: Any) -> None:
-        try:
-            guarded_process(
-                self,
-                ShapeshifterDsoService,
-                message,
-                str(sender_role),
-                journal=self._desk.log,
-                ledger=self._desk.ledger,
-                directory=self._desk.directory,
-                check=self._desk._check,
-            )
-        except Exception:
-            log.exception("event=uftp_dso_processing_failed kind=%s", type(message).__name__)
-        finally:
-            self._desk.log.notify()
-
-    def _reject_message(self, envelope: Any, message: Any, reason: str) -> None:
-        self._desk.log.add(
-            LoggedMessage(
-                datetime.now(UTC),
-                "out",
-                f"{type(message).__name__}Response",
-                None,
-                message.conversation_id,
-                envelope.sender_domain,
-                "rejected",
-                reason,
-                message.message_id,
-            )
-        )
-        try:
-            super()._reject_message(envelope, message, reason)
-        except Exception:
-            # a worker thread of the library: an unreachable sender must not vanish silently
-            log.exception("event=uftp_dso_reject_failed to=%s", envelope.sender_domain)
+        self._guard(desk, ShapeshifterDsoService, "dso", desk._check)
 
     def process_flex_offer(self, message: Any) -> None:
         self._desk._on_flex_offer(message)

@@ -75,6 +75,7 @@ __all__ = [
     "UFTP_PATH",
     "Endpoint",
     "Gate",
+    "GuardedService",
     "LoggedMessage",
     "MessageLedger",
     "MessageLog",
@@ -472,3 +473,57 @@ def guarded_process(
         return
     log_in(journal, message, response_outcome(message), getattr(message, "rejection_reason", None))
     base._process_message(service, message, sender_role)
+
+
+class GuardedService:
+    """Put this first in a library service's bases: OpenDSO's checks before processing, rejections logged.
+
+    ``party`` (the CRO, the DSO desk or the aggregator) holds ``log``, ``ledger`` and
+    ``directory``; ``check`` is its own check of what it receives (after :func:`check_common`);
+    ``library`` is the library's service class whose ``_process_message`` runs when the checks
+    pass; ``tag`` names the party in log events. A failure while processing or answering is logged
+    (the library runs both in worker threads, where an exception would vanish) and never raised.
+    """
+
+    def _guard(self, party: Any, library: Any, tag: str, check: Callable[[Any, str], None]) -> None:
+        self._party = party
+        self._library = library
+        self._tag = tag
+        self._party_check = check
+
+    def _process_message(self, message: Any, sender_role: Any) -> None:
+        try:
+            guarded_process(
+                self,
+                self._library,
+                message,
+                str(sender_role),
+                journal=self._party.log,
+                ledger=self._party.ledger,
+                directory=self._party.directory,
+                check=self._party_check,
+            )
+        except Exception:
+            log.exception("event=uftp_%s_processing_failed kind=%s", self._tag, type(message).__name__)
+        finally:
+            self._party.log.notify()
+
+    def _reject_message(self, envelope: Any, message: Any, reason: str) -> None:
+        self._party.log.add(
+            LoggedMessage(
+                datetime.now(UTC),
+                "out",
+                f"{type(message).__name__}Response",
+                None,
+                message.conversation_id,
+                envelope.sender_domain,
+                "rejected",
+                reason,
+                message.message_id,
+            )
+        )
+        try:
+            super()._reject_message(envelope, message, reason)  # type: ignore[misc]
+        except Exception:
+            # a worker thread of the library: an unreachable sender must not vanish silently
+            log.exception("event=uftp_%s_reject_failed to=%s", self._tag, envelope.sender_domain)
